@@ -1,0 +1,220 @@
+//! The job envelope: one JSON object per queue message.
+//!
+//! Parsing happens in two steps. [`Envelope::parse`] checks the JSON and the version; [`Envelope::job`] turns
+//! the kind and payload into a typed [`Job`]. Each step fails with a [`ParseError`] whose message is stored as
+//! the dead-letter reason, so an operator can see exactly why a message was refused.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The envelope version this build writes and accepts.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// One queue message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// Envelope format version; only [`ENVELOPE_VERSION`] is accepted.
+    pub version: u32,
+    /// Unique per enqueue; a retry keeps the job id and bumps `attempt`.
+    pub job_id: Uuid,
+    /// What to do, e.g. `media.process` (see [`JobKind`]).
+    pub kind: String,
+    /// The media this job is about.
+    pub media_id: Uuid,
+    /// 1 for the first delivery of this job; incremented by every retry we schedule ourselves.
+    pub attempt: u32,
+    /// When the job was first enqueued (RFC 3339).
+    pub enqueued_at: DateTime<Utc>,
+    /// W3C trace context (`traceparent`, `tracestate`), carried so logs of api and worker join up.
+    #[serde(default)]
+    pub trace: BTreeMap<String, String>,
+    /// Kind-specific payload; see [`Job`].
+    #[serde(default)]
+    pub payload: serde_json::Value,
+}
+
+/// The job kinds this build understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobKind {
+    /// Probe an original and make its renditions.
+    #[serde(rename = "media.process")]
+    MediaProcess,
+    /// Assemble the media object into the cache.
+    #[serde(rename = "cache.warm")]
+    CacheWarm,
+}
+
+impl JobKind {
+    /// The wire name of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::MediaProcess => "media.process",
+            JobKind::CacheWarm => "cache.warm",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "media.process" => Some(JobKind::MediaProcess),
+            "cache.warm" => Some(JobKind::CacheWarm),
+            _ => None,
+        }
+    }
+}
+
+/// Payload of `media.process`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaProcess {
+    /// Object-store key of the original.
+    pub source_key: String,
+    /// Profile name; `default` when absent.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+fn default_profile() -> String {
+    "default".to_owned()
+}
+
+/// Payload of `cache.warm`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheWarm {
+    /// The media version that triggered the warm; an older object never overwrites a newer one.
+    pub version: i64,
+}
+
+/// A typed job, after the envelope has been checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// See [`MediaProcess`].
+    MediaProcess(MediaProcess),
+    /// See [`CacheWarm`].
+    CacheWarm(CacheWarm),
+}
+
+/// Why a message could not be understood. The `Display` text is the dead-letter reason.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParseError {
+    /// Not JSON, or not an envelope.
+    #[error("invalid envelope: {0}")]
+    BadJson(String),
+    /// A version this build does not speak.
+    #[error("unsupported envelope version {0} (this build accepts {ENVELOPE_VERSION})")]
+    UnknownVersion(u32),
+    /// A kind this build does not know.
+    #[error("unknown job kind {0:?}")]
+    UnknownKind(String),
+    /// The payload does not match the kind.
+    #[error("invalid payload for {kind}: {reason}")]
+    BadPayload {
+        /// The job kind.
+        kind: String,
+        /// What serde said.
+        reason: String,
+    },
+}
+
+impl Envelope {
+    /// Builds a first-attempt envelope for a job.
+    pub fn new(media_id: Uuid, job: &Job) -> Self {
+        let (kind, payload) = match job {
+            Job::MediaProcess(p) => (JobKind::MediaProcess, serde_json::to_value(p)),
+            Job::CacheWarm(p) => (JobKind::CacheWarm, serde_json::to_value(p)),
+        };
+        Envelope {
+            version: ENVELOPE_VERSION,
+            job_id: Uuid::now_v7(),
+            kind: kind.as_str().to_owned(),
+            media_id,
+            attempt: 1,
+            enqueued_at: Utc::now(),
+            trace: BTreeMap::new(),
+            payload: payload.unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// Parses and version-checks a message body.
+    pub fn parse(body: &[u8]) -> Result<Self, ParseError> {
+        // Peek at the version first, so a v2 message is reported as "unsupported version", not as a
+        // confusing field error.
+        let raw: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| ParseError::BadJson(e.to_string()))?;
+        match raw.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v != u64::from(ENVELOPE_VERSION) => {
+                return Err(ParseError::UnknownVersion(u32::try_from(v).unwrap_or(u32::MAX)))
+            }
+            _ => {}
+        }
+        serde_json::from_value(raw).map_err(|e| ParseError::BadJson(e.to_string()))
+    }
+
+    /// The typed job.
+    pub fn job(&self) -> Result<Job, ParseError> {
+        let kind =
+            JobKind::parse(&self.kind).ok_or_else(|| ParseError::UnknownKind(self.kind.clone()))?;
+        let bad = |e: serde_json::Error| ParseError::BadPayload {
+            kind: self.kind.clone(),
+            reason: e.to_string(),
+        };
+        Ok(match kind {
+            JobKind::MediaProcess => {
+                Job::MediaProcess(serde_json::from_value(self.payload.clone()).map_err(bad)?)
+            }
+            JobKind::CacheWarm => {
+                Job::CacheWarm(serde_json::from_value(self.payload.clone()).map_err(bad)?)
+            }
+        })
+    }
+
+    /// Serialises the envelope for the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serialises")
+    }
+
+    /// The same job, one attempt later (for a retry scheduled by us).
+    pub fn next_attempt(&self) -> Self {
+        Envelope {
+            attempt: self.attempt.saturating_add(1),
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let job = Job::MediaProcess(MediaProcess {
+            source_key: "mediafleet/originals/x".into(),
+            profile: "default".into(),
+        });
+        let env = Envelope::new(Uuid::now_v7(), &job);
+        let back = Envelope::parse(&env.to_bytes()).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(back.job().unwrap(), job);
+        assert_eq!(back.next_attempt().attempt, 2);
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        assert!(matches!(Envelope::parse(b"{nope"), Err(ParseError::BadJson(_))));
+        let v2 = br#"{"version":2,"job_id":"0192b3a4-0000-7000-8000-000000000000"}"#;
+        assert_eq!(Envelope::parse(v2), Err(ParseError::UnknownVersion(2)));
+        let mut env = Envelope::new(Uuid::now_v7(), &Job::CacheWarm(CacheWarm { version: 1 }));
+        env.kind = "media.explode".into();
+        let parsed = Envelope::parse(&env.to_bytes()).unwrap();
+        assert_eq!(parsed.job(), Err(ParseError::UnknownKind("media.explode".into())));
+        env.kind = "media.process".into();
+        let parsed = Envelope::parse(&env.to_bytes()).unwrap();
+        assert!(matches!(parsed.job(), Err(ParseError::BadPayload { .. })));
+    }
+}

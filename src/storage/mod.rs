@@ -1,0 +1,129 @@
+//! Object storage: one trait, one file per backend.
+//!
+//! Keys are `/`-separated relative paths (`{prefix}/originals/{id}`); every backend validates them.
+//! Originals and renditions are streamed between files and the store, never held whole in memory.
+
+pub mod local;
+pub mod s3;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object under that key.
+    #[error("object not found: {0}")]
+    NotFound(String),
+    /// The key is not a safe relative path.
+    #[error("invalid object key {0:?}: keys are relative paths without '..', NUL or a leading '/'")]
+    InvalidKey(String),
+    /// The store could not be reached, timed out or answered 5xx / throttling: retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Local file I/O failed.
+    #[error("storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store refused the request (4xx other than not-found).
+    #[error("storage refused: {0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    /// Whether a retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Io(_))
+    }
+}
+
+/// What `head` tells about an object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectMeta {
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Content type, when stored.
+    pub content_type: Option<String>,
+    /// Entity tag, when the backend has one.
+    pub etag: Option<String>,
+}
+
+/// A presigned request a client can make directly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Presigned {
+    /// HTTP method.
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers the client must send.
+    pub headers: Vec<(String, String)>,
+}
+
+/// An object store.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Backend name for logs (`local`, `s3`).
+    fn backend(&self) -> &'static str;
+    /// Stream the object into `dest` (created or truncated). Returns the byte count.
+    async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64, StoreError>;
+    /// Store `src` under `key`, replacing what is there.
+    async fn put_file(&self, key: &str, src: &Path, content_type: &str) -> Result<(), StoreError>;
+    /// Store `src` under `key` unless an object already exists. Returns false when it existed.
+    /// With content-derived keys this makes a repeated job's writes no-ops.
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        src: &Path,
+        content_type: &str,
+    ) -> Result<bool, StoreError>;
+    /// Object metadata, or `NotFound`.
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+    /// Delete; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Delete every object under a prefix (a media's renditions).
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError>;
+    /// A presigned GET URL, where the backend has them (S3); `None` for local storage, which the API serves
+    /// itself.
+    async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Option<String>, StoreError>;
+    /// Local filesystem path of an object, for backends that have one (the API serves it with Range).
+    fn local_path(&self, key: &str) -> Option<std::path::PathBuf>;
+    /// Cheap reachability check for readiness probes.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn ObjectStore>;
+
+/// Checks a key: non-empty, relative, no `..`/`.` segments, no empty segments, no NUL or backslash.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let bad = key.is_empty()
+        || key.len() > 1024
+        || key.starts_with('/')
+        || key.contains('\0')
+        || key.contains('\\')
+        || key
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..");
+    if bad {
+        Err(StoreError::InvalidKey(key.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_key;
+
+    #[test]
+    fn keys_cannot_escape() {
+        for bad in ["", "/etc/passwd", "a/../b", "..", "a//b", "a/./b", "a\0b", "a\\b", "a/"] {
+            assert!(validate_key(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["a", "mediafleet/originals/0192", "p/media/x/thumb/ab12.webp", "a..b"] {
+            assert!(validate_key(good).is_ok(), "{good:?} refused");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! S3 backend (aws-sdk-s3). Being written.

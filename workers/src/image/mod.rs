@@ -1,0 +1,1 @@
+//! Image renditions: decode, resize, encode, hash.

@@ -1,0 +1,22 @@
+//! # mediafleet-workers: media processing as pure functions of files
+//!
+//! No queue, DB or network code lives here, so the same code runs in-process in tests, behind
+//! `mediafleet process`, and inside the sandboxed child the worker runtime spawns for every job.
+//!
+//! ## Layout
+//! - [`process`]: the entry point, `process(input, profile, limits, out_dir) -> Report`.
+//! - [`sniff`]: content-based format detection (never the file name).
+//! - [`limits`]: byte, pixel and frame limits, checked from headers before any decoding.
+//! - [`report`]: the JSON report `process` prints and the runtime reads back.
+//! - [`image`]: decode (orientation, first frame), resize (fast_image_resize), encode (JPEG, WebP, PNG),
+//!   placeholder hashes.
+
+pub mod image;
+pub mod limits;
+pub mod process;
+pub mod report;
+pub mod sniff;
+
+pub use limits::Limits;
+pub use process::process;
+pub use report::{MediaError, Rendition, Report};
