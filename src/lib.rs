@@ -12,11 +12,13 @@
 //! - [`jobs`]: what each job kind does (`media.process`), mapping failures to [`jobs::JobError`].
 //! - [`sandbox`]: runs `workers::process` in a child process with rlimits and a timeout.
 //! - [`queue`], [`storage`], [`db`]: the backends behind small traits.
+//! - [`connect`]: builds the backends a configuration names.
 //! - [`telemetry`]: tracing to stderr.
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod db;
 pub mod jobs;
 pub mod queue;

@@ -148,7 +148,9 @@ impl Envelope {
             serde_json::from_slice(body).map_err(|e| ParseError::BadJson(e.to_string()))?;
         match raw.get("version").and_then(|v| v.as_u64()) {
             Some(v) if v != u64::from(ENVELOPE_VERSION) => {
-                return Err(ParseError::UnknownVersion(u32::try_from(v).unwrap_or(u32::MAX)))
+                return Err(ParseError::UnknownVersion(
+                    u32::try_from(v).unwrap_or(u32::MAX),
+                ))
             }
             _ => {}
         }
@@ -206,13 +208,19 @@ mod tests {
 
     #[test]
     fn refusals_say_why() {
-        assert!(matches!(Envelope::parse(b"{nope"), Err(ParseError::BadJson(_))));
+        assert!(matches!(
+            Envelope::parse(b"{nope"),
+            Err(ParseError::BadJson(_))
+        ));
         let v2 = br#"{"version":2,"job_id":"0192b3a4-0000-7000-8000-000000000000"}"#;
         assert_eq!(Envelope::parse(v2), Err(ParseError::UnknownVersion(2)));
         let mut env = Envelope::new(Uuid::now_v7(), &Job::CacheWarm(CacheWarm { version: 1 }));
         env.kind = "media.explode".into();
         let parsed = Envelope::parse(&env.to_bytes()).unwrap();
-        assert_eq!(parsed.job(), Err(ParseError::UnknownKind("media.explode".into())));
+        assert_eq!(
+            parsed.job(),
+            Err(ParseError::UnknownKind("media.explode".into()))
+        );
         env.kind = "media.process".into();
         let parsed = Envelope::parse(&env.to_bytes()).unwrap();
         assert!(matches!(parsed.job(), Err(ParseError::BadPayload { .. })));

@@ -117,7 +117,8 @@ pub trait Delivery: Send + Sync {
     async fn ack(self: Box<Self>) -> Result<(), QueueError>;
     /// Transient failure: deliver `body` (the envelope with its attempt bumped) again after `delay`.
     /// The wait happens in the broker, never in a sleeping worker.
-    async fn retry_after(self: Box<Self>, delay: Duration, body: Vec<u8>) -> Result<(), QueueError>;
+    async fn retry_after(self: Box<Self>, delay: Duration, body: Vec<u8>)
+        -> Result<(), QueueError>;
     /// Permanent refusal: move the message to the class's DLQ, keeping `reason`.
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), QueueError>;
     /// Hand the message back now, unprocessed (drain at shutdown).
@@ -145,8 +146,11 @@ pub trait JobQueue: Send + Sync {
     /// Depth readings for `class`.
     async fn depth(&self, class: &JobClass) -> Result<Depth, QueueError>;
     /// Read (without removing) up to `limit` dead letters of `class`.
-    async fn dead_letters(&self, class: &JobClass, limit: usize)
-        -> Result<Vec<DeadLetter>, QueueError>;
+    async fn dead_letters(
+        &self,
+        class: &JobClass,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError>;
     /// Cheap liveness check for readiness probes.
     async fn ping(&self) -> Result<(), QueueError>;
 }

@@ -19,7 +19,9 @@ pub enum StoreError {
     #[error("object not found: {0}")]
     NotFound(String),
     /// The key is not a safe relative path.
-    #[error("invalid object key {0:?}: keys are relative paths without '..', NUL or a leading '/'")]
+    #[error(
+        "invalid object key {0:?}: keys are relative paths without '..', NUL or a leading '/'"
+    )]
     InvalidKey(String),
     /// The store could not be reached, timed out or answered 5xx / throttling: retry later.
     #[error("storage unavailable: {0}")]
@@ -119,11 +121,46 @@ mod tests {
 
     #[test]
     fn keys_cannot_escape() {
-        for bad in ["", "/etc/passwd", "a/../b", "..", "a//b", "a/./b", "a\0b", "a\\b", "a/"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "a//b",
+            "a/./b",
+            "a\0b",
+            "a\\b",
+            "a/",
+        ] {
             assert!(validate_key(bad).is_err(), "{bad:?} accepted");
         }
-        for good in ["a", "mediafleet/originals/0192", "p/media/x/thumb/ab12.webp", "a..b"] {
+        for good in [
+            "a",
+            "mediafleet/originals/0192",
+            "p/media/x/thumb/ab12.webp",
+            "a..b",
+        ] {
             assert!(validate_key(good).is_ok(), "{good:?} refused");
         }
+    }
+}
+
+/// Object key layout. Rendition keys are derived from media id, rendition name and content hash, so a
+/// repeated job writes the same keys (and `put_if_absent` makes the second write a no-op).
+pub mod keys {
+    /// `{prefix}/originals/{media_id}`.
+    pub fn original(prefix: &str, media_id: &str) -> String {
+        format!("{prefix}/originals/{media_id}")
+    }
+
+    /// `{prefix}/media/{media_id}/` — everything a media owns besides its original.
+    pub fn media_prefix(prefix: &str, media_id: &str) -> String {
+        format!("{prefix}/media/{media_id}/")
+    }
+
+    /// `{prefix}/media/{media_id}/{name}/{sha256[..16]}/{file}`.
+    pub fn rendition(prefix: &str, media_id: &str, name: &str, sha256: &str, file: &str) -> String {
+        let short = &sha256[..sha256.len().min(16)];
+        format!("{prefix}/media/{media_id}/{name}/{short}/{file}")
     }
 }

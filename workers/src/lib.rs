@@ -8,11 +8,13 @@
 //! - [`sniff`]: content-based format detection (never the file name).
 //! - [`limits`]: byte, pixel and frame limits, checked from headers before any decoding.
 //! - [`report`]: the JSON report `process` prints and the runtime reads back.
+//! - [`output`]: writes rendition files (atomic replace) and describes them with their SHA-256.
 //! - [`image`]: decode (orientation, first frame), resize (fast_image_resize), encode (JPEG, WebP, PNG),
 //!   placeholder hashes.
 
 pub mod image;
 pub mod limits;
+pub mod output;
 pub mod process;
 pub mod report;
 pub mod sniff;
@@ -20,3 +22,4 @@ pub mod sniff;
 pub use limits::Limits;
 pub use process::process;
 pub use report::{MediaError, Rendition, Report};
+pub use sniff::{sniff, Sniffed};

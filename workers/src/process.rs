@@ -1,17 +1,120 @@
-//! The entry point of media work.
+//! The entry point of media work: sniff the content, pick the pipeline for its kind, report.
 
+use std::fs::File;
+use std::io::Read;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
-use mediafleet_proto::Profile;
+use mediafleet_proto::{ErrorCode, MediaKind, Profile};
 
-use crate::{Limits, Report};
+use crate::sniff::{sniff, Sniffed, SNIFF_LEN};
+use crate::{image, Limits, MediaError, Report};
 
-/// Turns `input` into the renditions of `profile`, written into `out_dir`. Never panics on bad input: every
-/// failure is a `failed` report with a code.
+/// Message for kinds this build recognises but cannot process yet.
+pub const AV_NOT_AVAILABLE: &str = "video/audio processing is not available in this build yet";
+
+/// Turns `input` into the renditions of `profile`, written into `out_dir` as `{name}.{ext}` (replacing files of
+/// the same name). Never panics on bad input: every failure is a `failed` report with a code.
 pub fn process(input: &Path, profile: &Profile, limits: &Limits, out_dir: &Path) -> Report {
-    let _ = (input, profile, limits, out_dir);
-    Report::failed(
-        None,
-        crate::MediaError::new(mediafleet_proto::ErrorCode::Internal, "being written"),
-    )
+    let sniffed = match read_head(input) {
+        Ok(head) => match sniff(&head) {
+            Some(s) => s,
+            None if head.is_empty() => return unsupported(None, "the file is empty"),
+            None => {
+                return unsupported(
+                    None,
+                    "the content is not an image, video or audio format we recognise",
+                )
+            }
+        },
+        Err(e) => {
+            return Report::failed(
+                None,
+                MediaError::new(
+                    ErrorCode::Internal,
+                    format!("could not read the original: {e}"),
+                ),
+            )
+        }
+    };
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        by_kind(input, &sniffed, profile, limits, out_dir)
+    }));
+    let result = result.unwrap_or_else(|payload| {
+        Err(MediaError::new(
+            ErrorCode::Internal,
+            format!(
+                "media work panicked: {}",
+                image::decode::panic_message(&*payload)
+            ),
+        ))
+    });
+    match result {
+        Ok(report) => report,
+        Err(e) => {
+            let mut report = Report::failed(Some(sniffed.kind), e);
+            report
+                .metadata
+                .insert("format".into(), sniffed.format.into());
+            report
+                .metadata
+                .insert("content_type".into(), sniffed.mime.into());
+            report
+        }
+    }
+}
+
+fn by_kind(
+    input: &Path,
+    sniffed: &Sniffed,
+    profile: &Profile,
+    limits: &Limits,
+    out_dir: &Path,
+) -> Result<Report, MediaError> {
+    match sniffed.kind {
+        MediaKind::Image => {
+            if matches!(sniffed.format, "avif" | "heic" | "heif") {
+                return Err(MediaError::new(
+                    ErrorCode::UnsupportedFormat,
+                    format!(
+                        "{} images are recognised, but this build's image pipeline does not decode them yet",
+                        sniffed.format.to_uppercase()
+                    ),
+                ));
+            }
+            let mut report = image::pipeline::run(input, profile, limits, out_dir)?;
+            report
+                .metadata
+                .insert("content_type".into(), sniffed.mime.into());
+            Ok(report)
+        }
+        MediaKind::Video | MediaKind::Audio => {
+            let bytes = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
+            if bytes > limits.video_bytes {
+                return Err(MediaError::new(
+                    ErrorCode::TooLargeBytes,
+                    format!(
+                        "the file is {bytes} bytes; the limit is {}",
+                        limits.video_bytes
+                    ),
+                ));
+            }
+            Err(MediaError::new(
+                ErrorCode::UnsupportedFormat,
+                AV_NOT_AVAILABLE,
+            ))
+        }
+    }
+}
+
+fn read_head(input: &Path) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    File::open(input)?
+        .take(SNIFF_LEN as u64)
+        .read_to_end(&mut head)?;
+    Ok(head)
+}
+
+fn unsupported(kind: Option<MediaKind>, message: &str) -> Report {
+    Report::failed(kind, MediaError::new(ErrorCode::UnsupportedFormat, message))
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what mediafleet needs to build and test, when it is missing. Safe to run again.
+# Debian/Ubuntu only (apt). Rust itself must already be installed (rustup; stable ≥ 1.85).
+set -euo pipefail
+
+need_apt=()
+for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev \
+           libavdevice-dev libclang-dev pkg-config cmake nasm ffmpeg python3-venv curl; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ "${1:-}" = "--services" ]; then
+  command -v psql >/dev/null 2>&1 || need_apt+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+  command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "ensure-deps: installing ${need_apt[*]}" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "ensure-deps: cargo not found; install Rust stable (https://rustup.rs) and run again" >&2
+  exit 1
+fi

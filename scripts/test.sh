@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# README command 2: installs what is missing, starts the services, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-deps.sh --services
+bash scripts/services.sh
+# Build outside the clone, so fresh clones on one machine share compiled dependencies.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mediafleet-target}"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+cargo build --bin mediafleet
+cargo nextest run --workspace --no-fail-fast "$@"

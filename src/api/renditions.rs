@@ -1,0 +1,98 @@
+//! `GET /v1/media/{id}/renditions/{name}[/{path}]`: the stable rendition route.
+//!
+//! Local storage: the bytes, with `Range` (tower-http), a strong `ETag` (the content hash) and
+//! `Cache-Control`. S3: a redirect to a short-lived presigned URL.
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use tower::ServiceExt;
+
+use super::media::parse_id;
+use super::{ApiError, AppState};
+
+/// `GET /v1/media/{id}/renditions/{name}`.
+pub async fn show(
+    State(st): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    serve(st, &id, &name, None, req).await
+}
+
+/// `GET /v1/media/{id}/renditions/{name}/{*path}` (files inside a multi-file rendition such as `hls`).
+pub async fn show_path(
+    State(st): State<AppState>,
+    Path((id, name, path)): Path<(String, String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    serve(st, &id, &name, Some(&path), req).await
+}
+
+async fn serve(
+    st: AppState,
+    id: &str,
+    name: &str,
+    sub: Option<&str>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    let missing = || ApiError::not_found(format!("rendition {name} of media {id} not found"));
+    let media = st.records.media(&id).await?.ok_or_else(missing)?;
+    if media.status == "deleted" {
+        return Err(missing());
+    }
+    let rendition = st
+        .records
+        .renditions(&id)
+        .await?
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(missing)?;
+    let (key, etag) = match sub {
+        None => (rendition.key.clone(), format!("\"{}\"", rendition.sha256)),
+        Some(path) => {
+            // Files beside the rendition's main file (playlists, segments) share its directory.
+            let dir = rendition.key.rsplit_once('/').map_or("", |(d, _)| d);
+            (
+                format!("{dir}/{path}"),
+                format!("\"{}-{}\"", rendition.sha256, path),
+            )
+        }
+    };
+    crate::storage::validate_key(&key).map_err(|_| missing())?;
+    if let Some(url) = st.store.presign_get(&key, st.settings.presign_ttl).await? {
+        return Ok(Redirect::temporary(&url).into_response());
+    }
+    let path = st.store.local_path(&key).ok_or_else(missing)?;
+    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Err(missing());
+    }
+    let etag_value = HeaderValue::from_str(&etag).map_err(|_| missing())?;
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes() || v.as_bytes() == b"*");
+    if not_modified {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    }
+    let mut res = tower_http::services::ServeFile::new(&path)
+        .oneshot(req)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map(Body::new);
+    let h = res.headers_mut();
+    if sub.is_none() {
+        if let Ok(ct) = HeaderValue::from_str(&rendition.content_type) {
+            h.insert(header::CONTENT_TYPE, ct);
+        }
+    }
+    h.insert(header::ETAG, etag_value);
+    // The route is stable but its content changes if the media is reprocessed: cache, then revalidate.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    Ok(res)
+}

@@ -1,0 +1,259 @@
+//! `POST /v1/uploads`: multipart field `file`, or a raw body with a Content-Type.
+//!
+//! The body is streamed to a spool file while it is hashed, counted and sniffed: the per-kind byte limit
+//! applies as soon as the first bytes reveal the kind, and the request is refused with 413 the moment it is
+//! passed, without reading the rest. Content that is not media (by magic bytes, never by name) is 415, and
+//! no media row is created for a refused upload.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::Json;
+use futures::{Stream, StreamExt};
+use mediafleet_proto::envelope::MediaProcess;
+use mediafleet_proto::{Envelope, Job, MediaKind};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{ApiError, AppState};
+use crate::db::NewMedia;
+use crate::queue::JobClass;
+use crate::storage::keys;
+
+/// How many leading bytes the sniffer sees.
+const SNIFF_BYTES: usize = 8192;
+
+/// Optional fields of an upload.
+#[derive(Debug, Default)]
+struct Fields {
+    profile: Option<String>,
+    external_id: Option<String>,
+    callback_url: Option<String>,
+    filename: Option<String>,
+}
+
+/// The spooled original.
+struct Spooled {
+    file: tempfile::TempPath,
+    bytes: u64,
+    sha256: String,
+    kind: MediaKind,
+    mime: String,
+}
+
+/// `POST /v1/uploads`.
+pub async fn create(
+    State(st): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    req: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let max = st
+        .settings
+        .limits
+        .image_bytes
+        .max(st.settings.limits.video_bytes);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max + 64 * 1024) {
+        return Err(ApiError::too_large(format!(
+            "upload is larger than the {max}-byte limit"
+        )));
+    }
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("multipart/form-data"));
+    let mut fields = Fields {
+        profile: query.get("profile").cloned(),
+        external_id: query.get("external_id").cloned(),
+        callback_url: query.get("callback_url").cloned(),
+        filename: query.get("filename").cloned(),
+    };
+    let spooled = if is_multipart {
+        let mut mp = Multipart::from_request(req, &st)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let mut spooled = None;
+        while let Some(field) = mp
+            .next_field()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("malformed multipart body: {e}")))?
+        {
+            match field.name().unwrap_or_default() {
+                "file" if spooled.is_none() => {
+                    fields.filename = fields.filename.or(field.file_name().map(str::to_owned));
+                    let stream = field.map(|c| c.map_err(|e| e.to_string()));
+                    spooled = Some(spool(&st, stream).await?);
+                }
+                "file" => return Err(ApiError::bad_request("only one `file` field per upload")),
+                name @ ("profile" | "external_id" | "callback_url") => {
+                    let name = name.to_owned();
+                    let text = field
+                        .text()
+                        .await
+                        .map_err(|e| ApiError::bad_request(format!("field {name}: {e}")))?;
+                    match name.as_str() {
+                        "profile" => fields.profile = Some(text),
+                        "external_id" => fields.external_id = Some(text),
+                        _ => fields.callback_url = Some(text),
+                    }
+                }
+                _ => {} // unknown fields are ignored, like most form handlers do
+            }
+        }
+        spooled.ok_or_else(|| ApiError::bad_request("multipart upload has no `file` field"))?
+    } else {
+        let stream = req
+            .into_body()
+            .into_data_stream()
+            .map(|c| c.map_err(|e| e.to_string()));
+        spool(&st, stream).await?
+    };
+    accept(&st, spooled, fields).await
+}
+
+/// Streams a body into a spool file, enforcing the byte limits and sniffing the content.
+async fn spool<S>(st: &AppState, mut stream: S) -> Result<Spooled, ApiError>
+where
+    S: Stream<Item = Result<Bytes, String>> + Unpin,
+{
+    let limits = &st.settings.limits;
+    let dir = st.settings.scratch_dir.clone();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("spool dir: {e}")))?;
+    let path = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(&dir)
+        .map_err(|e| ApiError::unavailable(format!("spool file: {e}")))?
+        .into_temp_path();
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("spool file: {e}")))?;
+    let mut hasher = Sha256::new();
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    let mut bytes = 0u64;
+    let mut limit = limits.image_bytes.max(limits.video_bytes);
+    let mut kind: Option<(MediaKind, String)> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
+        bytes += chunk.len() as u64;
+        if head.len() < SNIFF_BYTES {
+            let take = (SNIFF_BYTES - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+            if head.len() == SNIFF_BYTES && kind.is_none() {
+                kind = Some(sniff(&head)?);
+                limit = kind_limit(st, kind.as_ref().map(|k| k.0));
+            }
+        }
+        if bytes > limit {
+            return Err(ApiError::too_large(format!(
+                "upload is larger than the {limit}-byte limit for this kind"
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("spool write: {e}")))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let (kind, mime) = match kind {
+        Some(k) => k,
+        None => sniff(&head)?,
+    };
+    if bytes > kind_limit(st, Some(kind)) {
+        return Err(ApiError::too_large(
+            "upload is larger than the limit for this kind",
+        ));
+    }
+    Ok(Spooled {
+        file: path,
+        bytes,
+        sha256: hex::encode(hasher.finalize()),
+        kind,
+        mime,
+    })
+}
+
+fn kind_limit(st: &AppState, kind: Option<MediaKind>) -> u64 {
+    match kind {
+        Some(MediaKind::Image) => st.settings.limits.image_bytes,
+        _ => st.settings.limits.video_bytes,
+    }
+}
+
+fn sniff(head: &[u8]) -> Result<(MediaKind, String), ApiError> {
+    match mediafleet_workers::sniff::sniff(head) {
+        Some(s) => Ok((s.kind, s.mime.to_string())),
+        None if head.is_empty() => Err(ApiError::unsupported("the upload is empty")),
+        None => Err(ApiError::unsupported(
+            "the upload is not an image, video or audio file we recognise (checked by content, not name)",
+        )),
+    }
+}
+
+/// Stores the original, writes the media row and publishes the job.
+async fn accept(
+    st: &AppState,
+    up: Spooled,
+    fields: Fields,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let profile = fields.profile.unwrap_or_else(|| "default".into());
+    if !st.settings.profiles.contains_key(&profile) {
+        return Err(ApiError::bad_request(format!(
+            "unknown profile {profile:?}"
+        )));
+    }
+    let id = uuid::Uuid::now_v7();
+    let id_s = id.to_string();
+    let source_key = keys::original(&st.settings.prefix, &id_s);
+    st.store.put_file(&source_key, &up.file, &up.mime).await?;
+    let _ = fields.callback_url; // webhooks are delivered by the notify class (upload issue)
+    let media = NewMedia {
+        id: id_s.clone(),
+        kind: up.kind.as_str().into(),
+        profile: profile.clone(),
+        source_key: source_key.clone(),
+        filename: fields.filename,
+        content_type: up.mime,
+        bytes: i64::try_from(up.bytes).unwrap_or(i64::MAX),
+        sha256: up.sha256,
+        external_id: fields.external_id,
+    };
+    st.records.insert_media(&media).await?;
+    // OUTBOX: the row and the job are written separately here; the transactional outbox (upload issue)
+    // replaces this publish with an outbox row in the same transaction as the media row, and a relay.
+    let env = Envelope::new(
+        id,
+        &Job::MediaProcess(MediaProcess {
+            source_key: source_key.clone(),
+            profile,
+        }),
+    );
+    let class = JobClass::new(match up.kind {
+        MediaKind::Image => "image",
+        MediaKind::Video | MediaKind::Audio => "video",
+    })
+    .expect("static class names are valid");
+    if let Err(e) = st.queue.publish(&class, &env.to_bytes()).await {
+        // No job means no processing: undo the row so the client's retry is clean, and say so.
+        let _ = st.records.forget_queued(&id_s).await;
+        let _ = st.store.delete(&source_key).await;
+        return Err(ApiError::unavailable(format!(
+            "could not enqueue the job: {e}"
+        )));
+    }
+    tracing::info!(media_id = %id_s, kind = up.kind.as_str(), bytes = up.bytes, "upload accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id_s, "status": "queued"})),
+    ))
+}

@@ -1,0 +1,104 @@
+//! `mediafleet process INPUT --out DIR [--profile P] [--only r1,r2]`
+//!
+//! Prints one JSON report on stdout. Exit 0 when ready, 2 when the media failed (report still printed),
+//! 1 on any other error. The worker runtime runs this same command as its sandboxed child
+//! (`--sandboxed --max-memory … --profile-json … --limits-json …`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use mediafleet_proto::Profile;
+use mediafleet_workers::Limits;
+
+use crate::config::{CommonArgs, FileConfig};
+
+/// Arguments of `process`.
+#[derive(Debug, clap::Args)]
+pub struct ProcessArgs {
+    /// The original.
+    input: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Profile name.
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// Only these renditions (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The profile itself, as JSON (used by the worker's sandbox).
+    #[arg(long, hide = true)]
+    profile_json: Option<String>,
+    /// Limits as JSON (used by the worker's sandbox).
+    #[arg(long, hide = true)]
+    limits_json: Option<String>,
+    /// Apply rlimits to this process before touching the file.
+    #[arg(long, hide = true)]
+    sandboxed: bool,
+    /// Address-space cap in bytes (with --sandboxed).
+    #[arg(long, hide = true)]
+    max_memory: Option<u64>,
+    /// CPU-time cap in seconds (with --sandboxed).
+    #[arg(long, hide = true)]
+    max_cpu_seconds: Option<u64>,
+}
+
+/// Runs `process`.
+pub fn run(common: &CommonArgs, args: &ProcessArgs) -> ExitCode {
+    match run_inner(common, args) {
+        Ok(ready) => ExitCode::from(if ready { 0 } else { 2 }),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_inner(common: &CommonArgs, args: &ProcessArgs) -> anyhow::Result<bool> {
+    if args.sandboxed {
+        apply_rlimits(args.max_memory, args.max_cpu_seconds)?;
+    }
+    let (profile, limits) = resolve(common, args)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("--out {}: {e}", args.out.display()))?;
+    let report = mediafleet_workers::process(&args.input, &profile, &limits, &args.out);
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(report.is_ready())
+}
+
+fn resolve(common: &CommonArgs, args: &ProcessArgs) -> anyhow::Result<(Profile, Limits)> {
+    let file = match &common.config {
+        Some(p) => FileConfig::load(p).map_err(anyhow::Error::msg)?,
+        None => FileConfig::default(),
+    };
+    let profile = match &args.profile_json {
+        Some(json) => serde_json::from_str(json)?,
+        None => {
+            let mut profiles = Profile::builtin();
+            profiles.extend(file.profiles.clone());
+            profiles
+                .remove(&args.profile)
+                .ok_or_else(|| anyhow::anyhow!("--profile: unknown profile {:?}", args.profile))?
+        }
+    };
+    let limits = match &args.limits_json {
+        Some(json) => serde_json::from_str(json)?,
+        None => file.limits,
+    };
+    Ok((profile.only(&args.only), limits))
+}
+
+/// Caps this process: address space, CPU time, no core dumps. A decoder that runs away is killed by the
+/// kernel, and the parent reports `media_crashed`.
+fn apply_rlimits(memory: Option<u64>, cpu: Option<u64>) -> anyhow::Result<()> {
+    use rlimit::Resource;
+    if let Some(bytes) = memory {
+        Resource::AS.set(bytes, bytes)?;
+    }
+    if let Some(secs) = cpu {
+        Resource::CPU.set(secs, secs + 1)?;
+    }
+    Resource::CORE.set(0, 0)?;
+    Ok(())
+}

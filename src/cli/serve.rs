@@ -1,0 +1,203 @@
+//! `serve`, `api` and `worker`: the long-running processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::api::{ApiSettings, AppState};
+use crate::config::Settings;
+use crate::jobs::JobContext;
+use crate::queue::JobClass;
+use crate::runtime::{run_reaper, Runtime, RuntimeOptions};
+use crate::sandbox::Sandbox;
+
+/// Worker flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Classes to serve (default: image,video,cache,notify).
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    /// Jobs in flight per class (default: per class from config; image = cores, video = 1).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Time in-flight jobs get to finish after SIGTERM before they are handed back.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drain_timeout: Option<Duration>,
+}
+
+/// Cancels the token on SIGTERM or SIGINT.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+fn worker_classes(s: &Settings, w: &WorkerArgs) -> anyhow::Result<Vec<(JobClass, usize)>> {
+    let names: Vec<String> = if w.classes.is_empty() {
+        JobClass::STANDARD.iter().map(|c| c.to_string()).collect()
+    } else {
+        w.classes.clone()
+    };
+    names
+        .iter()
+        .map(|n| {
+            let class = JobClass::new(n.trim())?;
+            let c = w
+                .concurrency
+                .or_else(|| s.worker.concurrency.get(class.as_str()).copied())
+                .unwrap_or(1);
+            Ok((class, c))
+        })
+        .collect()
+}
+
+fn api_state(
+    s: &Settings,
+    records: crate::db::Records,
+    store: crate::storage::SharedStore,
+    queue: crate::queue::SharedQueue,
+) -> AppState {
+    AppState {
+        records,
+        store,
+        queue,
+        settings: Arc::new(ApiSettings {
+            prefix: s.prefix.clone(),
+            public_url: s.public_url.clone(),
+            limits: s.limits,
+            profiles: s.profiles.clone(),
+            scratch_dir: s.scratch_dir(),
+            presign_ttl: s.presign_ttl,
+        }),
+    }
+}
+
+async fn bind(s: &Settings) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(&s.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", s.listen))
+}
+
+fn runtime(
+    s: &Settings,
+    w: &WorkerArgs,
+    records: crate::db::Records,
+    store: crate::storage::SharedStore,
+    queue: crate::queue::SharedQueue,
+) -> anyhow::Result<Runtime> {
+    let sandbox = if s.worker.sandbox_child {
+        match &s.worker.sandbox_exe {
+            Some(exe) => Sandbox {
+                exe: Some(exe.clone()),
+                memory_bytes: s.worker.sandbox_memory_bytes,
+            },
+            None => Sandbox::current_exe(s.worker.sandbox_memory_bytes)?,
+        }
+    } else {
+        Sandbox {
+            exe: None,
+            memory_bytes: s.worker.sandbox_memory_bytes,
+        }
+    };
+    let ctx = Arc::new(JobContext {
+        records,
+        store,
+        queue,
+        sandbox,
+        prefix: s.prefix.clone(),
+        profiles: s.profiles.clone(),
+        limits: s.limits,
+        job_timeout: s.worker.job_timeout,
+    });
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
+    Ok(Runtime::new(
+        ctx,
+        RuntimeOptions {
+            classes: worker_classes(s, w)?,
+            poll_wait: s.worker.poll_wait,
+            drain_timeout: w.drain_timeout.unwrap_or(s.worker.drain_timeout),
+            max_attempts: s.worker.max_attempts,
+            retry_base: s.worker.retry_base,
+            retry_max: s.worker.retry_max,
+            lease: s.worker.lease,
+            scratch_dir: s.scratch_dir(),
+            worker_id: format!("{}:{}", host.trim(), std::process::id()),
+        },
+    ))
+}
+
+fn prefetch(s: &Settings, w: &WorkerArgs) -> u16 {
+    let max = worker_classes(s, w)
+        .map(|c| c.iter().map(|(_, n)| *n).max().unwrap_or(1))
+        .unwrap_or(1);
+    u16::try_from(max).unwrap_or(u16::MAX)
+}
+
+/// `mediafleet serve`.
+pub async fn serve(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
+    let records = crate::connect::records(&s).await?;
+    let store = crate::connect::store(&s).await?;
+    let queue = crate::connect::queue_declared(&s, prefetch(&s, &w)).await?;
+    let listener = bind(&s).await?;
+    info!(
+        listen = %s.listen, queue = queue.backend(), storage = store.backend(), data_dir = %s.data_dir.display(),
+        "mediafleet serve: api + workers; the api is open (no API keys) — keep it on a loopback address"
+    );
+    let shutdown = shutdown_on_signal();
+    let rt = runtime(&s, &w, records.clone(), store.clone(), queue.clone())?;
+    let reaper = tokio::spawn(run_reaper(
+        records.clone(),
+        s.worker.reaper_interval,
+        shutdown.clone(),
+    ));
+    let workers = tokio::spawn(rt.run(shutdown.clone()));
+    crate::api::serve(
+        listener,
+        api_state(&s, records, store, queue),
+        shutdown.clone(),
+    )
+    .await?;
+    let _ = workers.await;
+    let _ = reaper.await;
+    Ok(())
+}
+
+/// `mediafleet api`.
+pub async fn api(s: Settings) -> anyhow::Result<()> {
+    let records = crate::connect::records(&s).await?;
+    let store = crate::connect::store(&s).await?;
+    let queue = crate::connect::queue_declared(&s, 1).await?;
+    let listener = bind(&s).await?;
+    let shutdown = shutdown_on_signal();
+    crate::api::serve(listener, api_state(&s, records, store, queue), shutdown).await?;
+    Ok(())
+}
+
+/// `mediafleet worker`.
+pub async fn worker(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
+    let records = crate::connect::records(&s).await?;
+    let store = crate::connect::store(&s).await?;
+    let queue = crate::connect::queue_declared(&s, prefetch(&s, &w)).await?;
+    info!(queue = queue.backend(), storage = store.backend(), classes = ?worker_classes(&s, &w)?, "worker starting");
+    let shutdown = shutdown_on_signal();
+    let reaper = tokio::spawn(run_reaper(
+        records.clone(),
+        s.worker.reaper_interval,
+        shutdown.clone(),
+    ));
+    runtime(&s, &w, records, store, queue)?.run(shutdown).await;
+    let _ = reaper.await;
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Builds the backends a [`Settings`] names.
+
+use std::sync::Arc;
+
+use crate::config::{QueueUrl, Settings, StorageUrl};
+use crate::db::{DbError, Records};
+use crate::queue::embedded::{EmbeddedConfig, EmbeddedQueue};
+use crate::queue::rabbitmq::{RabbitConfig, RabbitQueue};
+use crate::queue::{JobClass, QueueError, SharedQueue};
+use crate::storage::local::LocalStore;
+use crate::storage::s3::{S3Config, S3Store};
+use crate::storage::{SharedStore, StoreError};
+
+/// Connects the queue. `prefetch` bounds unacked RabbitMQ deliveries per consumer.
+pub async fn queue(s: &Settings, prefetch: u16) -> Result<SharedQueue, QueueError> {
+    Ok(match &s.queue {
+        QueueUrl::Embedded => Arc::new(
+            EmbeddedQueue::open(
+                &s.data_dir.join("queue.db"),
+                EmbeddedConfig {
+                    lease: s.worker.lease,
+                    max_receives: s.embedded_max_receives,
+                    ..EmbeddedConfig::default()
+                },
+            )
+            .await?,
+        ),
+        QueueUrl::Amqp(url) => Arc::new(
+            RabbitQueue::connect(RabbitConfig {
+                url: url.clone(),
+                prefix: s.prefix.clone(),
+                prefetch: prefetch.max(1),
+                retry_tiers: s.rabbit.retry_tiers.clone(),
+                delivery_limit: s.rabbit.delivery_limit,
+                management_url: s.rabbit.management_url.clone(),
+            })
+            .await?,
+        ),
+        QueueUrl::Sqs(_) => {
+            return Err(QueueError::Config(
+                "--queue: the SQS backend is not part of this build yet; use amqp://… or embedded"
+                    .into(),
+            ))
+        }
+    })
+}
+
+/// Connects the queue and declares the standard classes (idempotent).
+pub async fn queue_declared(s: &Settings, prefetch: u16) -> Result<SharedQueue, QueueError> {
+    let q = queue(s, prefetch).await?;
+    q.declare(&standard_classes()).await?;
+    Ok(q)
+}
+
+/// The standard classes.
+pub fn standard_classes() -> Vec<JobClass> {
+    JobClass::STANDARD
+        .iter()
+        .map(|c| JobClass::new(c).expect("standard class names are valid"))
+        .collect()
+}
+
+/// Connects the object store.
+pub async fn store(s: &Settings) -> Result<SharedStore, StoreError> {
+    Ok(match &s.storage {
+        StorageUrl::Local(root) => Arc::new(LocalStore::open(root)?),
+        StorageUrl::S3(url) => {
+            let cfg = S3Config::from_url(url).map_err(StoreError::Refused)?;
+            Arc::new(S3Store::connect(cfg).await?)
+        }
+    })
+}
+
+/// Connects the database and applies pending migrations unless `--no-migrate`.
+pub async fn records(s: &Settings) -> Result<Records, DbError> {
+    let r = Records::connect(&s.db, s.db_read.as_ref()).await?;
+    if s.migrate {
+        r.migrate().await?;
+    }
+    Ok(r)
+}

@@ -1,0 +1,89 @@
+//! Job attempts: one row per (job, attempt), so an operator can see every try of a media.
+
+use super::{now_ms, DbError, Records};
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Attempt {
+    /// Envelope job id.
+    pub job_id: String,
+    /// Attempt number.
+    pub attempt: i64,
+    /// The media.
+    pub media_id: String,
+    /// Job kind.
+    pub kind: String,
+    /// Worker identity (host:pid).
+    pub worker: String,
+    /// Unix ms.
+    pub started_at: i64,
+    /// Unix ms.
+    pub finished_at: Option<i64>,
+    /// `ok`, `failed`, `retry`, `dead_letter`, `released`.
+    pub outcome: Option<String>,
+    /// Error code.
+    pub error_code: Option<String>,
+    /// Error message.
+    pub error_message: Option<String>,
+}
+
+impl Records {
+    /// Records the start of an attempt (idempotent: a redelivery of the same attempt restarts the row).
+    pub async fn start_attempt(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        media_id: &str,
+        kind: &str,
+        worker: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt, media_id, kind, worker, started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id, attempt) DO UPDATE SET \
+             worker = excluded.worker, started_at = excluded.started_at, finished_at = NULL, outcome = NULL",
+        )
+        .bind(job_id)
+        .bind(i64::from(attempt))
+        .bind(media_id)
+        .bind(kind)
+        .bind(worker)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Records how an attempt ended.
+    pub async fn finish_attempt(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        outcome: &str,
+        error: Option<(&str, &str)>,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE job_attempts SET finished_at = $3, outcome = $4, error_code = $5, error_message = $6 \
+             WHERE job_id = $1 AND attempt = $2",
+        )
+        .bind(job_id)
+        .bind(i64::from(attempt))
+        .bind(now_ms())
+        .bind(outcome)
+        .bind(error.map(|e| e.0))
+        .bind(error.map(|e| e.1))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// All attempts of a media, oldest first.
+    pub async fn attempts(&self, media_id: &str) -> Result<Vec<Attempt>, DbError> {
+        Ok(sqlx::query_as::<_, Attempt>(
+            "SELECT job_id, attempt, media_id, kind, worker, started_at, finished_at, outcome, error_code, \
+             error_message FROM job_attempts WHERE media_id = $1 ORDER BY started_at, attempt",
+        )
+        .bind(media_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+}

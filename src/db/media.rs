@@ -1,0 +1,280 @@
+//! Media and rendition rows.
+
+use sqlx::Row;
+
+use super::{now_ms, DbError, Records};
+
+/// A media row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct MediaRow {
+    /// UUID (v7, so ids sort by creation time).
+    pub id: String,
+    /// `image`, `video` or `audio`.
+    pub kind: String,
+    /// See `MediaStatus`.
+    pub status: String,
+    /// Profile name.
+    pub profile: String,
+    /// Failure code, when failed.
+    pub error_code: Option<String>,
+    /// Failure message, when failed.
+    pub error_message: Option<String>,
+    /// Object key of the original.
+    pub source_key: String,
+    /// Client-side file name, if given.
+    pub filename: Option<String>,
+    /// Sniffed content type of the original.
+    pub content_type: String,
+    /// Size of the original.
+    pub bytes: i64,
+    /// Hex SHA-256 of the original.
+    pub sha256: String,
+    /// The client's own id.
+    pub external_id: Option<String>,
+    /// JSON object.
+    pub metadata: String,
+    /// BlurHash.
+    pub blurhash: Option<String>,
+    /// ThumbHash (base64).
+    pub thumbhash: Option<String>,
+    /// 0.0–1.0.
+    pub progress: f64,
+    /// Grows with every write.
+    pub version: i64,
+    /// When a `processing` media counts as stuck.
+    pub processing_deadline: Option<i64>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// A rendition row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RenditionRow {
+    /// Owning media.
+    pub media_id: String,
+    /// Rendition name.
+    pub name: String,
+    /// Object key (content-derived).
+    pub key: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Pixels.
+    pub width: Option<i64>,
+    /// Pixels.
+    pub height: Option<i64>,
+    /// Size.
+    pub bytes: i64,
+    /// Playing time.
+    pub duration_seconds: Option<f64>,
+    /// Hex SHA-256 (the ETag).
+    pub sha256: String,
+}
+
+/// What the api knows when it accepts an upload.
+#[derive(Debug, Clone)]
+pub struct NewMedia {
+    /// New id.
+    pub id: String,
+    /// Sniffed kind.
+    pub kind: String,
+    /// Profile name.
+    pub profile: String,
+    /// Where the original is.
+    pub source_key: String,
+    /// Client file name.
+    pub filename: Option<String>,
+    /// Sniffed MIME type.
+    pub content_type: String,
+    /// Size.
+    pub bytes: i64,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// The client's id.
+    pub external_id: Option<String>,
+}
+
+const COLS: &str = "id, kind, status, profile, error_code, error_message, source_key, filename, content_type, \
+    bytes, sha256, external_id, metadata, blurhash, thumbhash, progress, version, processing_deadline, \
+    created_at, updated_at";
+
+impl Records {
+    /// Inserts a `queued` media; a repeated insert of the same id is a no-op. Returns the stored row.
+    pub async fn insert_media(&self, m: &NewMedia) -> Result<MediaRow, DbError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO media (id, kind, status, profile, source_key, filename, content_type, bytes, sha256, \
+             external_id, metadata, progress, version, created_at, updated_at) \
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, '{}', 0, 1, $10, $10) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&m.id)
+        .bind(&m.kind)
+        .bind(&m.profile)
+        .bind(&m.source_key)
+        .bind(&m.filename)
+        .bind(&m.content_type)
+        .bind(m.bytes)
+        .bind(&m.sha256)
+        .bind(&m.external_id)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        self.media_from(&self.write, &m.id)
+            .await?
+            .ok_or_else(|| DbError::Invalid(format!("media {} vanished after insert", m.id)))
+    }
+
+    /// Reads a media (from the read pool).
+    pub async fn media(&self, id: &str) -> Result<Option<MediaRow>, DbError> {
+        self.media_from(&self.read, id).await
+    }
+
+    /// Reads a media from the primary (for workers, which must not act on a stale replica).
+    pub async fn media_primary(&self, id: &str) -> Result<Option<MediaRow>, DbError> {
+        self.media_from(&self.write, id).await
+    }
+
+    async fn media_from(
+        &self,
+        pool: &sqlx::AnyPool,
+        id: &str,
+    ) -> Result<Option<MediaRow>, DbError> {
+        let sql = format!("SELECT {COLS} FROM media WHERE id = $1");
+        Ok(sqlx::query_as::<_, MediaRow>(&sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?)
+    }
+
+    /// Renditions of a media, by name.
+    pub async fn renditions(&self, media_id: &str) -> Result<Vec<RenditionRow>, DbError> {
+        Ok(sqlx::query_as::<_, RenditionRow>(
+            "SELECT media_id, name, key, content_type, width, height, bytes, duration_seconds, sha256 \
+             FROM renditions WHERE media_id = $1 ORDER BY name",
+        )
+        .bind(media_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// `queued|processing → processing`. Returns `None` when the media is missing or already past
+    /// processing (ready, failed, deleted): a redelivered job then has nothing to do.
+    pub async fn start_processing(
+        &self,
+        id: &str,
+        deadline_ms: i64,
+    ) -> Result<Option<MediaRow>, DbError> {
+        let sql = format!(
+            "UPDATE media SET status = 'processing', processing_deadline = $2, progress = 0, \
+             version = version + 1, updated_at = $3 \
+             WHERE id = $1 AND status IN ('queued', 'processing') RETURNING {COLS}"
+        );
+        Ok(sqlx::query_as::<_, MediaRow>(&sql)
+            .bind(id)
+            .bind(deadline_ms)
+            .bind(now_ms())
+            .fetch_optional(&self.write)
+            .await?)
+    }
+
+    /// `processing → ready`, replacing the rendition rows in the same transaction. Returns false (and writes
+    /// nothing) when the media is no longer `processing`, e.g. a duplicate delivery already finished it.
+    pub async fn finish_ready(
+        &self,
+        id: &str,
+        metadata: &serde_json::Value,
+        blurhash: Option<&str>,
+        thumbhash: Option<&str>,
+        renditions: &[RenditionRow],
+    ) -> Result<bool, DbError> {
+        let mut tx = self.write.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE media SET status = 'ready', metadata = $2, blurhash = $3, thumbhash = $4, progress = 1, \
+             error_code = NULL, error_message = NULL, processing_deadline = NULL, version = version + 1, \
+             updated_at = $5 WHERE id = $1 AND status = 'processing'",
+        )
+        .bind(id)
+        .bind(metadata.to_string())
+        .bind(blurhash)
+        .bind(thumbhash)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM renditions WHERE media_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        for r in renditions {
+            sqlx::query(
+                "INSERT INTO renditions (media_id, name, key, content_type, width, height, bytes, \
+                 duration_seconds, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (media_id, name) DO UPDATE SET key = excluded.key, \
+                 content_type = excluded.content_type, width = excluded.width, height = excluded.height, \
+                 bytes = excluded.bytes, duration_seconds = excluded.duration_seconds, sha256 = excluded.sha256",
+            )
+            .bind(id)
+            .bind(&r.name)
+            .bind(&r.key)
+            .bind(&r.content_type)
+            .bind(r.width)
+            .bind(r.height)
+            .bind(r.bytes)
+            .bind(r.duration_seconds)
+            .bind(&r.sha256)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// `uploading|queued|processing → failed`. Returns false when the media had already ended.
+    pub async fn fail(&self, id: &str, code: &str, message: &str) -> Result<bool, DbError> {
+        let n = sqlx::query(
+            "UPDATE media SET status = 'failed', error_code = $2, error_message = $3, \
+             processing_deadline = NULL, version = version + 1, updated_at = $4 \
+             WHERE id = $1 AND status IN ('uploading', 'queued', 'processing')",
+        )
+        .bind(id)
+        .bind(code)
+        .bind(message)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Removes a media row that never got a job (used when the publish after an upload fails).
+    pub async fn forget_queued(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM media WHERE id = $1 AND status = 'queued'")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Fails every media stuck in `processing` past its deadline; returns their ids.
+    pub async fn reap_stuck(&self) -> Result<Vec<String>, DbError> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "UPDATE media SET status = 'failed', error_code = 'timeout', \
+             error_message = 'stuck in processing past its deadline (worker lost?)', \
+             processing_deadline = NULL, version = version + 1, updated_at = $1 \
+             WHERE status = 'processing' AND processing_deadline < $1 RETURNING id",
+        )
+        .bind(now)
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("id").map_err(DbError::from))
+            .collect()
+    }
+}

@@ -1,0 +1,134 @@
+//! The database: media, renditions and job attempts, on Postgres or SQLite through one sqlx `Any` pool.
+//!
+//! SQL here is written once for both engines: `$N` placeholders, `ON CONFLICT … DO UPDATE`, `RETURNING`,
+//! integers as BIGINT and times as Unix milliseconds. Every write is an idempotent upsert or a guarded
+//! update (status may only move forward; `version` grows with every change).
+
+mod attempts;
+mod media;
+
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+pub use attempts::Attempt;
+pub use media::{MediaRow, NewMedia, RenditionRow};
+
+use crate::config::DbUrl;
+
+/// Database errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Connection lost, pool timed out, or the server is down: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    /// A row held something this build cannot read.
+    #[error("database row invalid: {0}")]
+    Invalid(String),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_) => DbError::Invalid(e.to_string()),
+            _ => DbError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The database handle: a write pool and an optional read pool.
+#[derive(Clone, Debug)]
+pub struct Records {
+    write: AnyPool,
+    read: AnyPool,
+    postgres: bool,
+}
+
+static MIGRATE_PG: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl Records {
+    /// Connects the write pool (and the read pool, if given).
+    pub async fn connect(url: &DbUrl, read: Option<&DbUrl>) -> Result<Records, DbError> {
+        sqlx::any::install_default_drivers();
+        if let DbUrl::Sqlite(path) = url {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| DbError::Unavailable(e.to_string()))?;
+            }
+        }
+        let write = Self::pool(url).await?;
+        if let DbUrl::Sqlite(_) = url {
+            // WAL lets api, worker and fleet processes share one file; busy_timeout makes writers queue.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&write)
+                .await?;
+        }
+        let read = match read {
+            Some(r) => Self::pool(r).await?,
+            None => write.clone(),
+        };
+        Ok(Records {
+            write,
+            read,
+            postgres: matches!(url, DbUrl::Postgres(_)),
+        })
+    }
+
+    async fn pool(url: &DbUrl) -> Result<AnyPool, DbError> {
+        let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        if let DbUrl::Sqlite(_) = url {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        opts.max_connections(16)
+            .connect(&url.sqlx_url())
+            .await
+            .map_err(|e| DbError::Unavailable(format!("cannot connect: {e}")))
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        let m = if self.postgres {
+            &MIGRATE_PG
+        } else {
+            &MIGRATE_SQLITE
+        };
+        m.run(&self.write)
+            .await
+            .map_err(|e| DbError::Migrate(e.to_string()))
+    }
+
+    /// Cheap check for readiness probes.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.write).await?;
+        Ok(())
+    }
+
+    /// The write pool (for tests and ops).
+    pub fn write_pool(&self) -> &AnyPool {
+        &self.write
+    }
+}

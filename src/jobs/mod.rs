@@ -1,0 +1,116 @@
+//! What each job kind does. A job returns `Ok` or a [`JobError`] whose variant carries the retry intent;
+//! the runtime maps it to ack, retry or dead-letter.
+
+mod media;
+
+use std::path::Path;
+use std::time::Duration;
+
+use mediafleet_proto::{Envelope, ErrorCode, Job, Profiles};
+use mediafleet_workers::{Limits, MediaError};
+
+use crate::db::{DbError, Records};
+use crate::queue::{QueueError, SharedQueue};
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::storage::{SharedStore, StoreError};
+
+/// How a job failed, and so what happens to its message.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The media itself is bad (corrupt, unsupported, over a limit): mark it failed and ack. Never retried.
+    #[error("{0}")]
+    Permanent(MediaError),
+    /// Something around the media failed (network, 5xx, DB down): retry later, in the queue.
+    #[error("{code}: {message}")]
+    Transient {
+        /// The code the media gets if the retries run out.
+        code: ErrorCode,
+        /// What happened.
+        message: String,
+    },
+    /// The message cannot be understood: dead-letter it with this reason.
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+impl JobError {
+    /// A transient error with a code.
+    pub fn transient(code: ErrorCode, message: impl std::fmt::Display) -> Self {
+        JobError::Transient {
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<DbError> for JobError {
+    fn from(e: DbError) -> Self {
+        JobError::transient(ErrorCode::Internal, e)
+    }
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(k) => JobError::Permanent(MediaError::new(
+                ErrorCode::StorageUnavailable,
+                format!("original {k} is missing from storage"),
+            )),
+            StoreError::InvalidKey(k) => {
+                JobError::Invalid(format!("object key {k:?} is not a valid key"))
+            }
+            other => JobError::transient(ErrorCode::StorageUnavailable, other),
+        }
+    }
+}
+
+impl From<QueueError> for JobError {
+    fn from(e: QueueError) -> Self {
+        JobError::transient(ErrorCode::Internal, e)
+    }
+}
+
+impl From<SandboxError> for JobError {
+    fn from(e: SandboxError) -> Self {
+        JobError::transient(ErrorCode::Internal, e)
+    }
+}
+
+/// Everything a job may use.
+pub struct JobContext {
+    /// The database.
+    pub records: Records,
+    /// The object store.
+    pub store: SharedStore,
+    /// The queue (jobs may enqueue follow-up jobs).
+    pub queue: SharedQueue,
+    /// Where media work runs.
+    pub sandbox: Sandbox,
+    /// Key and queue prefix.
+    pub prefix: String,
+    /// Profiles by name.
+    pub profiles: Profiles,
+    /// Media limits.
+    pub limits: Limits,
+    /// Wall-clock limit of one job.
+    pub job_timeout: Duration,
+}
+
+/// What a job did, for logs and attempt records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// The work was done.
+    Completed,
+    /// Nothing to do (the media had already ended, e.g. a duplicate delivery).
+    Skipped,
+}
+
+/// Runs one job.
+pub async fn run(ctx: &JobContext, env: &Envelope, scratch: &Path) -> Result<Done, JobError> {
+    match env.job().map_err(|e| JobError::Invalid(e.to_string()))? {
+        Job::MediaProcess(p) => media::process(ctx, env, &p, scratch).await,
+        Job::CacheWarm(_) => Err(JobError::Invalid(
+            "cache.warm jobs are not handled by this build (no cache configured)".into(),
+        )),
+    }
+}

@@ -1,0 +1,272 @@
+//! One delivery, from parse to outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use mediafleet_proto::{Envelope, ErrorCode, JobKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+use super::RuntimeOptions;
+use crate::jobs::{self, Done, JobContext, JobError};
+use crate::queue::Delivery;
+
+/// The delay before retry number `attempt` (1-based): exponential from `base`, capped at `max`, jittered.
+pub fn retry_delay(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let n = attempt.max(1) as usize;
+    ExponentialBuilder::default()
+        .with_min_delay(base)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_jitter()
+        .with_max_times(n)
+        .build()
+        .nth(n - 1)
+        .unwrap_or(max)
+}
+
+pub(super) async fn handle(
+    ctx: Arc<JobContext>,
+    opts: Arc<RuntimeOptions>,
+    delivery: Box<dyn Delivery>,
+    abort: CancellationToken,
+) {
+    let env = match Envelope::parse(delivery.body()).and_then(|e| e.job().map(|_| e)) {
+        Ok(env) => env,
+        Err(reason) => {
+            let reason = reason.to_string();
+            warn!(%reason, "dead-lettering a message that cannot be understood");
+            // A media.process with a bad payload would leave its media queued forever: fail it visibly.
+            if let Ok(env) = serde_json::from_slice::<Envelope>(delivery.body()) {
+                if JobKind::parse(&env.kind) == Some(JobKind::MediaProcess) {
+                    let id = env.media_id.to_string();
+                    let _ = ctx
+                        .records
+                        .fail(&id, ErrorCode::InvalidMessage.as_str(), &reason)
+                        .await;
+                }
+            }
+            if let Err(e) = delivery.dead_letter(&reason).await {
+                error!(error = %e, "could not dead-letter; the broker will redeliver it");
+            }
+            return;
+        }
+    };
+    // Our attempt counts scheduled retries; the broker's count adds deliveries lost to crashes.
+    let attempt = env
+        .attempt
+        .saturating_add(delivery.delivery_count().saturating_sub(1));
+    let span = tracing::info_span!("job", job_id = %env.job_id, media_id = %env.media_id, kind = %env.kind, attempt);
+    run_one(ctx, opts, delivery, abort, env, attempt)
+        .instrument(span)
+        .await;
+}
+
+async fn run_one(
+    ctx: Arc<JobContext>,
+    opts: Arc<RuntimeOptions>,
+    delivery: Box<dyn Delivery>,
+    abort: CancellationToken,
+    env: Envelope,
+    attempt: u32,
+) {
+    let job_id = env.job_id.to_string();
+    let media_id = env.media_id.to_string();
+    if let Err(e) = ctx
+        .records
+        .start_attempt(&job_id, attempt, &media_id, &env.kind, &opts.worker_id)
+        .await
+    {
+        warn!(error = %e, "could not record attempt start");
+    }
+    let started = std::time::Instant::now();
+    let result = match tempfile::Builder::new()
+        .prefix("job-")
+        .tempdir_in(&opts.scratch_dir)
+    {
+        Err(e) => Err(JobError::transient(
+            ErrorCode::Internal,
+            format!("scratch dir: {e}"),
+        )),
+        Ok(scratch) => {
+            let task = {
+                let (ctx, env, dir) = (ctx.clone(), env.clone(), scratch.path().to_path_buf());
+                // A task of its own is the panic boundary: a panic ends this job, not the worker.
+                tokio::spawn(async move { jobs::run(&ctx, &env, &dir).await }.in_current_span())
+            };
+            let outcome = supervise(task, delivery.as_ref(), &opts, &abort).await;
+            drop(scratch); // always removed, whatever happened
+            match outcome {
+                None => {
+                    info!("drain deadline passed: handing the job back");
+                    if let Err(e) = delivery.release().await {
+                        warn!(error = %e, "release failed; the lease will expire instead");
+                    }
+                    let _ = ctx
+                        .records
+                        .finish_attempt(&job_id, attempt, "released", None)
+                        .await;
+                    return;
+                }
+                Some(r) => r,
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    let outcome = match result {
+        Ok(done) => {
+            info!(?elapsed, skipped = (done == Done::Skipped), "job done");
+            ack(delivery).await;
+            ("ok", None)
+        }
+        Err(JobError::Permanent(err)) => {
+            info!(code = %err.code, message = %err.message, "media failed permanently");
+            match ctx
+                .records
+                .fail(&media_id, err.code.as_str(), &err.message)
+                .await
+            {
+                Ok(_) => {
+                    ack(delivery).await;
+                    ("failed", Some((err.code.as_str().to_owned(), err.message)))
+                }
+                Err(e) => {
+                    let msg = format!("could not record failure: {e}");
+                    retry_or_exhaust(
+                        &ctx,
+                        &opts,
+                        delivery,
+                        &env,
+                        attempt,
+                        ErrorCode::Internal,
+                        &msg,
+                    )
+                    .await
+                }
+            }
+        }
+        Err(JobError::Invalid(reason)) => {
+            let _ = ctx
+                .records
+                .fail(&media_id, ErrorCode::InvalidMessage.as_str(), &reason)
+                .await;
+            if let Err(e) = delivery.dead_letter(&reason).await {
+                error!(error = %e, "could not dead-letter");
+            }
+            (
+                "dead_letter",
+                Some((ErrorCode::InvalidMessage.as_str().to_owned(), reason)),
+            )
+        }
+        Err(JobError::Transient { code, message }) => {
+            retry_or_exhaust(&ctx, &opts, delivery, &env, attempt, code, &message).await
+        }
+    };
+    let err = outcome.1.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
+    if let Err(e) = ctx
+        .records
+        .finish_attempt(&job_id, attempt, outcome.0, err)
+        .await
+    {
+        warn!(error = %e, "could not record attempt end");
+    }
+}
+
+/// Waits for the job while heartbeating its lease. `None` means the drain deadline cancelled it.
+async fn supervise(
+    mut task: tokio::task::JoinHandle<Result<Done, JobError>>,
+    delivery: &dyn Delivery,
+    opts: &RuntimeOptions,
+    abort: &CancellationToken,
+) -> Option<Result<Done, JobError>> {
+    let mut beat = tokio::time::interval(opts.lease / 2);
+    beat.tick().await; // the first tick is immediate; the lease is fresh
+    loop {
+        tokio::select! {
+            r = &mut task => {
+                return Some(match r {
+                    Ok(r) => r,
+                    Err(e) if e.is_panic() => {
+                        error!("job panicked");
+                        Err(JobError::transient(ErrorCode::Internal, "job panicked (see worker log)"))
+                    }
+                    Err(e) => Err(JobError::transient(ErrorCode::Internal, e)),
+                });
+            }
+            _ = beat.tick() => {
+                if let Err(e) = delivery.extend_lease(opts.lease).await {
+                    warn!(error = %e, "lease heartbeat failed");
+                }
+            }
+            _ = abort.cancelled() => {
+                task.abort(); // drops the sandbox child, which kills it
+                let _ = task.await;
+                return None;
+            }
+        }
+    }
+}
+
+async fn ack(delivery: Box<dyn Delivery>) {
+    if let Err(e) = delivery.ack().await {
+        warn!(error = %e, "ack failed; the message will be redelivered and the job is safe to repeat");
+    }
+}
+
+async fn retry_or_exhaust(
+    ctx: &JobContext,
+    opts: &RuntimeOptions,
+    delivery: Box<dyn Delivery>,
+    env: &Envelope,
+    attempt: u32,
+    code: ErrorCode,
+    message: &str,
+) -> (&'static str, Option<(String, String)>) {
+    let media_id = env.media_id.to_string();
+    if attempt >= opts.max_attempts {
+        let reason =
+            format!("retries exhausted after {attempt} attempts; last error: {code}: {message}");
+        warn!(%reason, "dead-lettering");
+        if let Err(e) = ctx
+            .records
+            .fail(&media_id, ErrorCode::RetriesExhausted.as_str(), &reason)
+            .await
+        {
+            warn!(error = %e, "could not mark the media failed; the reaper will");
+        }
+        if let Err(e) = delivery.dead_letter(&reason).await {
+            error!(error = %e, "could not dead-letter; the broker will redeliver it");
+        }
+        return (
+            "dead_letter",
+            Some((ErrorCode::RetriesExhausted.as_str().into(), reason)),
+        );
+    }
+    let delay = retry_delay(opts.retry_base, opts.retry_max, attempt);
+    warn!(%code, %message, ?delay, "transient failure; retrying from the queue");
+    if let Err(e) = delivery
+        .retry_after(delay, env.next_attempt().to_bytes())
+        .await
+    {
+        warn!(error = %e, "could not schedule the retry; the lease will expire and redeliver it");
+    }
+    ("retry", Some((code.as_str().into(), message.into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn delays_grow_and_cap() {
+        let base = Duration::from_secs(5);
+        let max = Duration::from_secs(300);
+        let d1 = retry_delay(base, max, 1);
+        let d3 = retry_delay(base, max, 3);
+        assert!(d1 >= base && d1 <= base * 2, "{d1:?}");
+        assert!(d3 >= base * 4, "{d3:?}");
+        assert!(retry_delay(base, max, 30) <= max * 2);
+    }
+}

@@ -1,0 +1,164 @@
+//! The worker loop.
+//!
+//! One puller per class keeps at most `concurrency` jobs in flight (a semaphore permit per job). Each job
+//! runs in its own task — the panic boundary — with a scratch directory that is removed however the job ends,
+//! and a heartbeat that extends its lease. On shutdown the pullers stop at once; in-flight jobs get
+//! `drain_timeout` to finish, then are cancelled and their messages handed back.
+
+mod handle;
+mod reaper;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use reaper::run_reaper;
+
+use crate::jobs::JobContext;
+use crate::queue::JobClass;
+
+/// Runtime knobs.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Classes this process serves, with their concurrency.
+    pub classes: Vec<(JobClass, usize)>,
+    /// Longest wait of one receive call.
+    pub poll_wait: Duration,
+    /// Time in-flight jobs get after shutdown begins.
+    pub drain_timeout: Duration,
+    /// Attempts before the DLQ.
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Lease per delivery; heartbeats extend it every half lease.
+    pub lease: Duration,
+    /// Where job scratch directories go.
+    pub scratch_dir: PathBuf,
+    /// Who we are, for attempt records (host:pid).
+    pub worker_id: String,
+}
+
+/// The worker runtime.
+pub struct Runtime {
+    ctx: Arc<JobContext>,
+    opts: Arc<RuntimeOptions>,
+}
+
+impl Runtime {
+    /// Builds a runtime.
+    pub fn new(ctx: Arc<JobContext>, opts: RuntimeOptions) -> Self {
+        Runtime {
+            ctx,
+            opts: Arc::new(opts),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains. Returns once every job has ended or been handed back.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if let Err(e) = std::fs::create_dir_all(&self.opts.scratch_dir) {
+            warn!(error = %e, dir = %self.opts.scratch_dir.display(), "cannot create scratch dir");
+        }
+        let jobs = TaskTracker::new();
+        // Cancelled when the drain deadline passes: in-flight jobs stop and hand their messages back.
+        let abort = CancellationToken::new();
+        let pullers = TaskTracker::new();
+        for (class, concurrency) in self.opts.classes.clone() {
+            let puller = Puller {
+                ctx: self.ctx.clone(),
+                opts: self.opts.clone(),
+                class,
+                permits: Arc::new(Semaphore::new(concurrency.max(1))),
+                jobs: jobs.clone(),
+                abort: abort.clone(),
+            };
+            pullers.spawn(puller.run(shutdown.clone()));
+        }
+        pullers.close();
+        pullers.wait().await;
+        jobs.close();
+        info!(in_flight = jobs.len(), drain_timeout = ?self.opts.drain_timeout, "draining");
+        if tokio::time::timeout(self.opts.drain_timeout, jobs.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                in_flight = jobs.len(),
+                "drain timeout: handing back unfinished jobs"
+            );
+            abort.cancel();
+            jobs.wait().await;
+        }
+        info!("worker stopped");
+    }
+}
+
+/// Pulls one class.
+struct Puller {
+    ctx: Arc<JobContext>,
+    opts: Arc<RuntimeOptions>,
+    class: JobClass,
+    permits: Arc<Semaphore>,
+    jobs: TaskTracker,
+    abort: CancellationToken,
+}
+
+impl Puller {
+    async fn run(self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = self.permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            };
+            // Ask for as many as are free right now (this permit plus the others available).
+            let free = 1 + self.permits.available_permits();
+            let got = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.ctx.queue.receive(&self.class, free, self.opts.poll_wait) => r,
+            };
+            let deliveries = match got {
+                Ok(d) => {
+                    failures = 0;
+                    d
+                }
+                Err(e) => {
+                    failures += 1;
+                    let nap = Duration::from_millis(200 * u64::from(failures.min(25)));
+                    warn!(class = %self.class, error = %e, retry_in = ?nap, "receive failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(nap) => continue,
+                    }
+                }
+            };
+            let mut permit = Some(permit);
+            for delivery in deliveries {
+                let p = match permit.take() {
+                    Some(p) => p,
+                    None => match self.permits.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => {
+                            // The backend gave more than we asked for; hand it back rather than overrun.
+                            let _ = delivery.release().await;
+                            continue;
+                        }
+                    },
+                };
+                let ctx = self.ctx.clone();
+                let opts = self.opts.clone();
+                let abort = self.abort.clone();
+                self.jobs.spawn(async move {
+                    handle::handle(ctx, opts, delivery, abort).await;
+                    drop(p);
+                });
+            }
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! S3 backend (aws-sdk-s3). Being written.

@@ -1,0 +1,77 @@
+//! A fleet on real servers: `api` and `worker` processes on RabbitMQ, moto S3 and Postgres, each with its own
+//! queue prefix, bucket and database.
+
+use std::time::Duration;
+
+use mediafleet::storage::s3::{S3Config, S3Store};
+
+use super::*;
+
+pub struct Fleet {
+    pub api: Proc,
+    pub worker: Proc,
+    pub base: String,
+    pub prefix: String,
+    pub env: Vec<(String, String)>,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn start_fleet(worker_queue: Option<String>) -> Fleet {
+    aws_env();
+    require_tcp("127.0.0.1:5672", "RabbitMQ");
+    let endpoint = s3_endpoint();
+    require_tcp(endpoint.trim_start_matches("http://"), "moto_server (S3)");
+    let prefix = unique("p");
+    let bucket = unique("b");
+    let storage = format!("s3://{bucket}?endpoint={endpoint}&region=us-east-1&path_style=true");
+    let cfg = S3Config::from_url(&url::Url::parse(&storage).unwrap()).unwrap();
+    S3Store::connect(cfg)
+        .await
+        .unwrap()
+        .ensure_bucket()
+        .await
+        .expect("create bucket in moto");
+    let db = pg_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_config(dir.path(), "");
+    let port = free_port();
+    let env: Vec<(String, String)> = vec![
+        ("MEDIAFLEET_QUEUE".into(), amqp_url()),
+        ("MEDIAFLEET_STORAGE".into(), storage),
+        ("MEDIAFLEET_DB".into(), db),
+        ("MEDIAFLEET_PREFIX".into(), prefix.clone()),
+        ("MEDIAFLEET_CONFIG".into(), config.display().to_string()),
+        (
+            "MEDIAFLEET_DATA_DIR".into(),
+            dir.path().join("data").display().to_string(),
+        ),
+        ("MEDIAFLEET_LISTEN".into(), format!("127.0.0.1:{port}")),
+    ];
+    let as_refs = |extra: Option<(String, String)>| {
+        let mut v: Vec<(String, String)> = env.clone();
+        v.extend(extra);
+        v
+    };
+    let api_env = as_refs(None);
+    let api = Proc::spawn("api", &["api"], &refs(&api_env));
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base, Duration::from_secs(60)).await;
+    let worker_env = as_refs(worker_queue.map(|q| ("MEDIAFLEET_QUEUE".to_owned(), q)));
+    let worker = Proc::spawn(
+        "worker",
+        &["worker", "--concurrency", "2"],
+        &refs(&worker_env),
+    );
+    Fleet {
+        api,
+        worker,
+        base,
+        prefix,
+        env,
+        dir,
+    }
+}
+
+pub fn refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+}

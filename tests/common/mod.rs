@@ -1,0 +1,231 @@
+//! Shared test helpers: real servers, addresses from env with local defaults, one namespace per test.
+//! A service that cannot be reached fails the test loudly; nothing is skipped.
+#![allow(dead_code)]
+
+pub mod fleet;
+pub mod proxy;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// RabbitMQ URL.
+pub fn amqp_url() -> String {
+    std::env::var("MEDIAFLEET_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// moto_server endpoint (S3 and SQS).
+pub fn s3_endpoint() -> String {
+    std::env::var("MEDIAFLEET_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5055".into())
+}
+
+/// Postgres server URL without a database.
+pub fn pg_server() -> String {
+    std::env::var("MEDIAFLEET_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A unique lower-case name for queues, buckets and databases.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "t{}{}",
+        tag,
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Sets fake AWS credentials for moto, unless real ones are configured.
+pub fn aws_env() {
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        if std::env::var_os(k).is_none() {
+            // SAFETY-free: std::env::set_var is safe in edition 2021; tests set these before spawning threads.
+            std::env::set_var(k, v);
+        }
+    }
+}
+
+/// Creates a fresh Postgres database and returns its URL.
+pub async fn pg_database() -> String {
+    use sqlx::Executor;
+    let name = unique("db");
+    let admin = format!("{}/postgres", pg_server());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {admin}: {e} (run scripts/services.sh)")
+        });
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
+    format!("{}/{name}", pg_server())
+}
+
+/// Fails loudly unless something listens on `addr`.
+pub fn require_tcp(addr: &str, what: &str) {
+    if std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3)).is_err()
+    {
+        panic!("{what} is not reachable at {addr}; start it with scripts/services.sh");
+    }
+}
+
+/// A free local port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fixture path.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// Fast timings for tests, as a TOML config file in `dir`.
+pub fn fast_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("mediafleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[worker]
+poll_wait = "200ms"
+lease = "3s"
+retry_base = "200ms"
+retry_max = "1s"
+reaper_interval = "1s"
+job_timeout = "60s"
+drain_timeout = "5s"
+max_attempts = 3
+
+[rabbitmq]
+retry_tiers = ["1s", "2s"]
+{extra}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A `mediafleet` child process, killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// Spawns `mediafleet ARGS` with extra env.
+    pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mediafleet"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        cmd.env("RUST_LOG", "info,sqlx=warn,lapin=warn,aws=warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn mediafleet");
+        Proc {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
+    /// SIGTERM, then waits up to `within` for exit; returns the exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until `GET base/healthz` answers.
+pub async fn wait_healthy(base: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    let client = reqwest::Client::new();
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{base} did not become healthy within {within:?}");
+}
+
+/// Uploads a file as multipart; returns (status, body).
+pub async fn upload(base: &str, path: &Path, name: &str) -> (u16, Value) {
+    let bytes = std::fs::read(path).unwrap();
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/uploads"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `GET /v1/media/{id}` until the status is final (ready, failed, deleted).
+pub async fn wait_final(base: &str, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    let client = reqwest::Client::new();
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/v1/media/{id}")).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                if matches!(v["status"].as_str(), Some("ready" | "failed" | "deleted")) {
+                    return v;
+                }
+                last = v;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    panic!("media {id} did not finish within {within:?}; last seen: {last}");
+}
+
+/// Finds a rendition by name in a media object.
+pub fn rendition<'a>(media: &'a Value, name: &str) -> &'a Value {
+    media["renditions"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} rendition in {media}"))
+}

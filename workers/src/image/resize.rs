@@ -1,0 +1,177 @@
+//! Sizing and resampling: where each rendition comes from and how big it is.
+//!
+//! [`plan`] turns a rendition spec into an output size and a source crop (as fractions of the frame, so the same
+//! crop applies to the original and to any smaller full-frame copy of it). [`Scaler`] does the resampling with
+//! fast_image_resize (Lanczos3, alpha premultiplied internally so transparent edges do not bleed dark fringes)
+//! and keeps one `Resizer` so its buffers are reused across renditions.
+
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, GenericImageView};
+use mediafleet_proto::{ErrorCode, Fit, RenditionSpec};
+
+use crate::MediaError;
+
+/// The output of one rendition: its size and which part of the frame it shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// Output width in pixels.
+    pub width: u32,
+    /// Output height in pixels.
+    pub height: u32,
+    /// Source region as fractions of the frame: left, top, width, height (`[0, 0, 1, 1]` is the whole frame).
+    pub crop: [f64; 4],
+}
+
+impl Target {
+    /// Whether the target shows the whole frame (it can then seed smaller renditions).
+    pub fn is_full_frame(&self) -> bool {
+        self.crop == FULL
+    }
+
+    /// The source region in pixels of a `w`×`h` frame.
+    pub fn region(&self, w: u32, h: u32) -> (f64, f64, f64, f64) {
+        let [l, t, cw, ch] = self.crop;
+        (
+            l * f64::from(w),
+            t * f64::from(h),
+            cw * f64::from(w),
+            ch * f64::from(h),
+        )
+    }
+}
+
+const FULL: [f64; 4] = [0.0, 0.0, 1.0, 1.0];
+
+/// Output size and crop for `spec` applied to a `w`×`h` upright frame.
+///
+/// `contain` scales to fit inside the box; `cover` fills the box and crops the centre. Unless `spec.upscale`,
+/// nothing is enlarged: a small source keeps its size (`contain`), or the box shrinks to the largest box of the
+/// same shape that fits inside the source (`cover`).
+pub fn plan(w: u32, h: u32, spec: &RenditionSpec) -> Target {
+    let (fw, fh) = (f64::from(w.max(1)), f64::from(h.max(1)));
+    let (bw, bh) = (
+        f64::from(spec.max_width.max(1)),
+        f64::from(spec.max_height.max(1)),
+    );
+    match spec.fit {
+        Fit::Contain => {
+            let mut scale = (bw / fw).min(bh / fh);
+            if !spec.upscale {
+                scale = scale.min(1.0);
+            }
+            Target {
+                width: px(fw * scale),
+                height: px(fh * scale),
+                crop: FULL,
+            }
+        }
+        Fit::Cover => {
+            let scale = (bw / fw).max(bh / fh);
+            // Without upscaling, shrink the box until the source covers it at scale 1.
+            let shrink = if spec.upscale { 1.0 } else { scale.max(1.0) };
+            let (ow, oh) = (px(bw / shrink), px(bh / shrink));
+            let (cw, ch) = (
+                (f64::from(ow) / (fw * scale / shrink)).min(1.0),
+                (f64::from(oh) / (fh * scale / shrink)).min(1.0),
+            );
+            Target {
+                width: ow,
+                height: oh,
+                crop: [(1.0 - cw) / 2.0, (1.0 - ch) / 2.0, cw, ch],
+            }
+        }
+    }
+}
+
+fn px(v: f64) -> u32 {
+    (v.round() as u32).max(1)
+}
+
+/// A reusable resampler.
+pub struct Scaler {
+    resizer: Resizer,
+}
+
+impl Default for Scaler {
+    fn default() -> Self {
+        Scaler::new()
+    }
+}
+
+impl Scaler {
+    /// A Lanczos3 scaler.
+    pub fn new() -> Self {
+        Scaler {
+            resizer: Resizer::new(),
+        }
+    }
+
+    /// Renders `target` from the full-frame image `src` (8-bit RGB or RGBA). A target that needs no resampling
+    /// (same size as its source region) is a plain copy or crop.
+    pub fn resize(
+        &mut self,
+        src: &DynamicImage,
+        target: &Target,
+    ) -> Result<DynamicImage, MediaError> {
+        let (sw, sh) = src.dimensions();
+        let (l, t, cw, ch) = target.region(sw, sh);
+        if cw.round() as u32 == target.width && ch.round() as u32 == target.height {
+            if target.is_full_frame() {
+                return Ok(src.clone());
+            }
+            return Ok(src.crop_imm(
+                l.round() as u32,
+                t.round() as u32,
+                target.width,
+                target.height,
+            ));
+        }
+        let mut dst = DynamicImage::new(target.width, target.height, src.color());
+        let options = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+            .crop(l, t, cw, ch);
+        self.resizer
+            .resize(src, &mut dst, &options)
+            .map_err(|e| MediaError::new(ErrorCode::Internal, format!("resize failed: {e}")))?;
+        Ok(dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mediafleet_proto::OutputFormat;
+
+    fn spec(w: u32, h: u32, fit: Fit, upscale: bool) -> RenditionSpec {
+        RenditionSpec {
+            name: "t".into(),
+            max_width: w,
+            max_height: h,
+            format: OutputFormat::Webp,
+            quality: 80,
+            fit,
+            upscale,
+        }
+    }
+
+    #[test]
+    fn contain_fits_and_never_upscales() {
+        let t = plan(4000, 3000, &spec(256, 256, Fit::Contain, false));
+        assert_eq!((t.width, t.height), (256, 192));
+        let t = plan(100, 50, &spec(256, 256, Fit::Contain, false));
+        assert_eq!((t.width, t.height, t.crop), (100, 50, FULL));
+        let t = plan(100, 50, &spec(256, 256, Fit::Contain, true));
+        assert_eq!((t.width, t.height), (256, 128));
+    }
+
+    #[test]
+    fn cover_crops_the_centre() {
+        let t = plan(4000, 3000, &spec(256, 256, Fit::Cover, false));
+        assert_eq!((t.width, t.height), (256, 256));
+        assert!((t.crop[2] - 0.75).abs() < 1e-9 && (t.crop[0] - 0.125).abs() < 1e-9);
+        // A small source: the box shrinks to a square the source covers, no enlargement.
+        let t = plan(200, 100, &spec(256, 256, Fit::Cover, false));
+        assert_eq!((t.width, t.height), (100, 100));
+        assert!((t.crop[2] - 0.5).abs() < 1e-9 && (t.crop[3] - 1.0).abs() < 1e-9);
+    }
+}
