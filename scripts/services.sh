@@ -30,6 +30,8 @@ if ! up 5672; then
   rabbitmq-server -detached
   wait_port 5672 RabbitMQ 90
 fi
+# In-flight (unacked) counts for the scaler and KEDA's protocol: http need the management API (15672).
+if ! up 15672; then rabbitmq-plugins enable rabbitmq_management >/dev/null && wait_port 15672 "RabbitMQ management" 60; fi
 if ! "$VENV/bin/python" -c 'import moto, sys; v=tuple(int(x) for x in moto.__version__.split(".")[:3]); sys.exit(v < (5,2,5))' 2>/dev/null; then
   echo "services: installing moto[server]>=5.2.5 into $VENV" >&2
   python3 -m venv "$VENV"
@@ -42,3 +44,11 @@ if ! up "$MOTO_PORT"; then
   wait_port "$MOTO_PORT" moto_server 30
 fi
 echo "services: RabbitMQ, PostgreSQL, Redis and moto are up" >&2
+
+# Tests name their queues t<tag><12 hex>.*; remove ones a crashed or killed test run left behind, so quorum
+# queues do not pile up on a long-lived broker.
+if command -v rabbitmqctl >/dev/null 2>&1; then
+  timeout 120 rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^t[a-z]*[0-9a-f]{12}\.' | while read -r q; do
+    timeout 10 rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
+  done || true
+fi

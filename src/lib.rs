@@ -13,16 +13,24 @@
 //! - [`sandbox`]: runs `workers::process` in a child process with rlimits and a timeout.
 //! - [`queue`], [`storage`], [`db`]: the backends behind small traits.
 //! - [`connect`]: builds the backends a configuration names.
+//! - [`scale`]: the backlog-seconds signal, scaling policy, gauges, `fleet` supervisor and policy simulation.
+//! - [`media_object`]: the JSON of a media (assembly, read-through, warming); [`cache`]: Redis behind it.
+//! - [`relay`]: publishes the transactional outbox; [`webhook`]: callback URL policy and signatures.
 //! - [`telemetry`]: tracing to stderr.
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod db;
 pub mod jobs;
+pub mod media_object;
 pub mod queue;
+pub mod relay;
 pub mod runtime;
 pub mod sandbox;
+pub mod scale;
 pub mod storage;
 pub mod telemetry;
+pub mod webhook;

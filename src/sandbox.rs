@@ -171,3 +171,50 @@ async fn run_in_process(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    use super::*;
+
+    #[test]
+    fn each_way_the_child_ends_has_its_meaning() {
+        let killed = interpret(ExitStatus::from_raw(9), b"").unwrap();
+        assert_eq!(killed.error.unwrap().code, ErrorCode::MediaCrashed);
+        let report = Report::failed(None, MediaError::new(ErrorCode::CorruptMedia, "bad"));
+        let json = serde_json::to_vec(&report).unwrap();
+        assert_eq!(
+            interpret(ExitStatus::from_raw(2 << 8), &json).unwrap(),
+            report
+        );
+        let panicked = interpret(ExitStatus::from_raw(101 << 8), b"").unwrap();
+        assert_eq!(panicked.error.unwrap().code, ErrorCode::MediaCrashed);
+        assert!(interpret(ExitStatus::from_raw(1 << 8), b"").is_err());
+        assert!(interpret(ExitStatus::from_raw(0), b"garbage").is_err());
+    }
+
+    #[tokio::test]
+    async fn in_process_mode_reports_like_the_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.txt");
+        std::fs::write(&input, b"not an image at all").unwrap();
+        let sandbox = Sandbox {
+            exe: None,
+            memory_bytes: 1 << 30,
+        };
+        let profile = mediafleet_proto::Profile::default_profile();
+        let report = sandbox
+            .run(
+                &input,
+                &profile,
+                &Limits::default(),
+                dir.path(),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert!(!report.is_ready());
+    }
+}

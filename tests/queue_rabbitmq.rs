@@ -445,13 +445,23 @@ async fn recovers_from_a_dropped_connection_without_a_new_queue() {
 
     let mut seen = Vec::new();
     while seen.len() < 3 {
-        let d = receive_n(&q, &c, 1, Duration::from_secs(10)).await.pop().expect("all three after the drop");
-        seen.push((String::from_utf8_lossy(d.body()).into_owned(), d.delivery_count()));
+        let d = receive_n(&q, &c, 1, Duration::from_secs(10))
+            .await
+            .pop()
+            .expect("all three after the drop");
+        seen.push((
+            String::from_utf8_lossy(d.body()).into_owned(),
+            d.delivery_count(),
+        ));
         d.ack().await.expect("ack on the new channel");
     }
     seen.sort();
     assert_eq!(seen[0].0, "after");
-    assert_eq!(seen[1], ("before-1".to_owned(), 2), "the unacked message is redelivered");
+    assert_eq!(
+        seen[1],
+        ("before-1".to_owned(), 2),
+        "the unacked message is redelivered"
+    );
     assert_eq!(seen[2].0, "before-2");
     q.ping().await.expect("ping after recovery");
     ns.cleanup(&["image"]).await;

@@ -199,7 +199,9 @@ async fn delete_prefix_pages_through_many_objects() {
     let keys: Vec<String> = (0..1005)
         .map(|i| format!("p/media/many/hls/{i}.ts"))
         .collect();
-    futures::future::try_join_all(keys.iter().map(|k| s.put_file(k, &src, "video/mp2t")))
+    futures::stream::iter(keys.iter().map(|k| s.put_file(k, &src, "video/mp2t")))
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
         .await
         .unwrap();
     s.delete_prefix("p/media/many/").await.unwrap();

@@ -46,6 +46,12 @@ pub enum JobKind {
     /// Assemble the media object into the cache.
     #[serde(rename = "cache.warm")]
     CacheWarm,
+    /// Check a directly uploaded original (size, limits, content) before it is processed.
+    #[serde(rename = "media.validate")]
+    MediaValidate,
+    /// POST the media object to a webhook.
+    #[serde(rename = "notify.webhook")]
+    NotifyWebhook,
 }
 
 impl JobKind {
@@ -54,6 +60,8 @@ impl JobKind {
         match self {
             JobKind::MediaProcess => "media.process",
             JobKind::CacheWarm => "cache.warm",
+            JobKind::MediaValidate => "media.validate",
+            JobKind::NotifyWebhook => "notify.webhook",
         }
     }
 
@@ -62,6 +70,8 @@ impl JobKind {
         match s {
             "media.process" => Some(JobKind::MediaProcess),
             "cache.warm" => Some(JobKind::CacheWarm),
+            "media.validate" => Some(JobKind::MediaValidate),
+            "notify.webhook" => Some(JobKind::NotifyWebhook),
             _ => None,
         }
     }
@@ -90,6 +100,31 @@ pub struct CacheWarm {
     pub version: i64,
 }
 
+/// Payload of `media.validate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaValidate {
+    /// Object-store key the client uploaded to.
+    pub source_key: String,
+    /// The size the client declared when it asked for the upload URL.
+    pub declared_bytes: u64,
+    /// Profile name for the processing job that follows.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+/// Payload of `notify.webhook`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyWebhook {
+    /// Where to POST the media object.
+    pub url: String,
+    /// The final status being announced (`ready` or `failed`).
+    pub status: String,
+    /// The media version being announced.
+    pub version: i64,
+}
+
 /// A typed job, after the envelope has been checked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Job {
@@ -97,6 +132,10 @@ pub enum Job {
     MediaProcess(MediaProcess),
     /// See [`CacheWarm`].
     CacheWarm(CacheWarm),
+    /// See [`MediaValidate`].
+    MediaValidate(MediaValidate),
+    /// See [`NotifyWebhook`].
+    NotifyWebhook(NotifyWebhook),
 }
 
 /// Why a message could not be understood. The `Display` text is the dead-letter reason.
@@ -127,6 +166,8 @@ impl Envelope {
         let (kind, payload) = match job {
             Job::MediaProcess(p) => (JobKind::MediaProcess, serde_json::to_value(p)),
             Job::CacheWarm(p) => (JobKind::CacheWarm, serde_json::to_value(p)),
+            Job::MediaValidate(p) => (JobKind::MediaValidate, serde_json::to_value(p)),
+            Job::NotifyWebhook(p) => (JobKind::NotifyWebhook, serde_json::to_value(p)),
         };
         Envelope {
             version: ENVELOPE_VERSION,
@@ -171,6 +212,12 @@ impl Envelope {
             }
             JobKind::CacheWarm => {
                 Job::CacheWarm(serde_json::from_value(self.payload.clone()).map_err(bad)?)
+            }
+            JobKind::MediaValidate => {
+                Job::MediaValidate(serde_json::from_value(self.payload.clone()).map_err(bad)?)
+            }
+            JobKind::NotifyWebhook => {
+                Job::NotifyWebhook(serde_json::from_value(self.payload.clone()).map_err(bad)?)
             }
         })
     }

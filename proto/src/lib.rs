@@ -17,4 +17,4 @@ pub mod profile;
 
 pub use envelope::{Envelope, Job, JobKind, ParseError, ENVELOPE_VERSION};
 pub use media::{ErrorCode, MediaKind, MediaStatus};
-pub use profile::{Fit, OutputFormat, Profile, Profiles, RenditionSpec};
+pub use profile::{Crop, Fit, OutputFormat, Profile, Profiles, RenditionSpec};

@@ -17,6 +17,8 @@ pub enum OutputFormat {
     Webp,
     /// PNG, for renditions that must keep alpha.
     Png,
+    /// AVIF (rav1e through ravif); `speed` on the rendition trades time for size.
+    Avif,
 }
 
 impl OutputFormat {
@@ -26,6 +28,7 @@ impl OutputFormat {
             OutputFormat::Jpeg => "jpg",
             OutputFormat::Webp => "webp",
             OutputFormat::Png => "png",
+            OutputFormat::Avif => "avif",
         }
     }
 
@@ -35,6 +38,7 @@ impl OutputFormat {
             OutputFormat::Jpeg => "image/jpeg",
             OutputFormat::Webp => "image/webp",
             OutputFormat::Png => "image/png",
+            OutputFormat::Avif => "image/avif",
         }
     }
 }
@@ -46,8 +50,21 @@ pub enum Fit {
     /// Scale to fit inside the box, keeping the aspect ratio.
     #[default]
     Contain,
-    /// Fill the box, cropping the centre.
+    /// Fill the box, cropping the part `crop` picks (the centre by default).
     Cover,
+}
+
+/// Which part of the frame a `cover` rendition keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Crop {
+    /// The centre of the frame.
+    #[default]
+    Centre,
+    /// The window with the most detail (highest luma-histogram entropy), as libvips' `entropy`.
+    Entropy,
+    /// The window that draws the eye most: edges, saturated colour and skin tones, as libvips' `attention`.
+    Attention,
 }
 
 /// One image rendition.
@@ -71,10 +88,51 @@ pub struct RenditionSpec {
     /// Whether a smaller source may be enlarged (default: never).
     #[serde(default)]
     pub upscale: bool,
+    /// For `fit = "cover"`: which part of the frame to keep (`centre`, `entropy`, `attention`).
+    #[serde(default)]
+    pub crop: Crop,
+    /// AVIF encoder speed, 1 (slowest, smallest) to 10 (fastest); ignored by other formats.
+    #[serde(default = "default_speed")]
+    pub speed: u8,
+    /// Write PNG instead of `format` when the source has alpha, so transparency survives a JPEG rendition.
+    #[serde(default)]
+    pub png_if_alpha: bool,
+    /// For an animated source and `format = "webp"`: keep every frame (an animated WebP). Otherwise, and by
+    /// default, the rendition is a still of the first frame.
+    #[serde(default)]
+    pub animated: bool,
+    /// Resample in linear light. Unset: automatic (linear when the rendition shrinks its source 3× or more, where
+    /// averaging in gamma space visibly darkens fine bright detail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear: Option<bool>,
+}
+
+impl RenditionSpec {
+    /// A `contain` rendition with the default quality and every optional behaviour off.
+    pub fn new(name: &str, max_width: u32, max_height: u32, format: OutputFormat) -> Self {
+        RenditionSpec {
+            name: name.into(),
+            max_width,
+            max_height,
+            format,
+            quality: default_quality(),
+            fit: Fit::Contain,
+            upscale: false,
+            crop: Crop::Centre,
+            speed: default_speed(),
+            png_if_alpha: false,
+            animated: false,
+            linear: None,
+        }
+    }
 }
 
 fn default_quality() -> u8 {
     82
+}
+
+fn default_speed() -> u8 {
+    6
 }
 
 /// The renditions made for each media kind.
@@ -84,6 +142,9 @@ pub struct Profile {
     /// Image renditions.
     #[serde(default)]
     pub image: Vec<RenditionSpec>,
+    /// Record the GPS position from EXIF in the media's metadata (default: never). Outputs never carry it.
+    #[serde(default)]
+    pub keep_gps: bool,
 }
 
 /// Profiles by name.
@@ -95,24 +156,15 @@ impl Profile {
         Profile {
             image: vec![
                 RenditionSpec {
-                    name: "thumb".into(),
-                    max_width: 256,
-                    max_height: 256,
-                    format: OutputFormat::Webp,
                     quality: 80,
-                    fit: Fit::Contain,
-                    upscale: false,
+                    ..RenditionSpec::new("thumb", 256, 256, OutputFormat::Webp)
                 },
                 RenditionSpec {
-                    name: "preview".into(),
-                    max_width: 1280,
-                    max_height: 1280,
-                    format: OutputFormat::Jpeg,
                     quality: 82,
-                    fit: Fit::Contain,
-                    upscale: false,
+                    ..RenditionSpec::new("preview", 1280, 1280, OutputFormat::Jpeg)
                 },
             ],
+            keep_gps: false,
         }
     }
 

@@ -12,7 +12,8 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: every backend answers. `not_ready` (503) when the DB, queue or storage does not.
+/// `GET /readyz`: every backend answers. `not_ready` (503) when the DB, queue or storage does not;
+/// `degraded` (still 200: reads fall back to the DB) when only the cache does not.
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     let (db, queue, storage) = tokio::join!(st.records.ping(), st.queue.ping(), st.store.ping());
     let check = |r: Result<(), String>| match r {
@@ -20,18 +21,37 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
         Err(e) => json!({"status": "down", "error": e}),
     };
     let all_ok = db.is_ok() && queue.is_ok() && storage.is_ok();
-    let body = json!({
-        "status": if all_ok { "ready" } else { "not_ready" },
+    let cache = cache_check(&st).await;
+    let cache_ok = cache.as_ref().is_none_or(|c| c["status"] == "ok");
+    let mut body = json!({
+        "status": match (all_ok, cache_ok) {
+            (false, _) => "not_ready",
+            (true, false) => "degraded",
+            (true, true) => "ready",
+        },
         "checks": {
             "db": check(db.map_err(|e| e.to_string())),
             "queue": check(queue.map_err(|e| e.to_string())),
             "storage": check(storage.map_err(|e| e.to_string())),
         }
     });
+    if let Some(c) = cache {
+        body["checks"]["cache"] = c;
+    }
     let code = if all_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// The cache's check, `None` when no cache is configured. A cache that does not answer is `degraded`:
+/// nothing fails for users, reads come from the DB.
+async fn cache_check(st: &AppState) -> Option<Value> {
+    let cache = st.reader.cache()?;
+    Some(match cache.ping().await {
+        Ok(()) => json!({"status": "ok"}),
+        Err(e) => json!({"status": "degraded", "error": e.to_string()}),
+    })
 }

@@ -1,10 +1,18 @@
 //! The HTTP api (axum): uploads, media, renditions, health. Handlers live one concern per file; SQL stays
 //! in `db`, storage calls in `storage`.
 
+mod auth;
+mod delete;
 mod error;
 mod health;
+mod idempotency;
+mod list;
 mod media;
+mod openapi;
+mod presign;
 mod renditions;
+mod server;
+mod upload_state;
 mod uploads;
 
 use std::path::PathBuf;
@@ -18,7 +26,10 @@ use mediafleet_proto::Profiles;
 use mediafleet_workers::Limits;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::sign_rendition;
 pub use error::ApiError;
+pub use openapi::document as openapi_document;
+pub use upload_state::{is_loopback, UploadState};
 
 use crate::db::Records;
 use crate::queue::SharedQueue;
@@ -52,13 +63,29 @@ pub struct AppState {
     pub queue: SharedQueue,
     /// Settings.
     pub settings: Arc<ApiSettings>,
+    /// Serves media objects: Redis first when `--cache` is set, else the DB.
+    pub reader: crate::media_object::MediaReader,
+    /// Upload, auth and webhook state (direct uploads, relay wake-up, upload slots).
+    pub uploads: Arc<UploadState>,
 }
+
+/// Largest JSON body of the presign and complete routes (a 10,000-part complete fits).
+const SMALL_BODY: usize = 1 << 20;
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/uploads", post(uploads::create))
-        .route("/v1/media/{id}", get(media::show))
+        .route(
+            "/v1/uploads/presign",
+            post(presign::presign).layer(DefaultBodyLimit::max(SMALL_BODY)),
+        )
+        .route(
+            "/v1/uploads/{id}/complete",
+            post(presign::complete).layer(DefaultBodyLimit::max(SMALL_BODY)),
+        )
+        .route("/v1/media", get(list::list))
+        .route("/v1/media/{id}", get(media::show).delete(delete::remove))
         .route("/v1/media/{id}/renditions/{name}", get(renditions::show))
         .route(
             "/v1/media/{id}/renditions/{name}/{*path}",
@@ -66,6 +93,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::openapi))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         // Upload bodies are streamed to disk with our own per-kind limits, so axum's 2 MB default is off.
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -81,7 +113,6 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "api listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let header_timeout = state.uploads.settings.header_timeout;
+    server::serve(listener, router(state), shutdown, header_timeout).await
 }

@@ -4,23 +4,26 @@
 //! applies as soon as the first bytes reveal the kind, and the request is refused with 413 the moment it is
 //! passed, without reading the rest. Content that is not media (by magic bytes, never by name) is 415, and
 //! no media row is created for a refused upload.
+//!
+//! Uploads hold one of a capped number of slots (503 when all are busy), and a body that stalls longer than
+//! `[uploads] body_idle_timeout` is cut off with 408. The media row, the `Idempotency-Key` row and the
+//! `media.process` outbox row are written in one transaction; the relay publishes the job.
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
 use futures::{Stream, StreamExt};
-use mediafleet_proto::envelope::MediaProcess;
-use mediafleet_proto::{Envelope, Job, MediaKind};
+use mediafleet_proto::MediaKind;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{ApiError, AppState};
-use crate::db::NewMedia;
-use crate::queue::JobClass;
+use super::auth::Caller;
+use super::{idempotency, ApiError, AppState};
+use crate::db::{IdempotencyClaim, Inserted, NewMedia, OutboxJob, UploadExtra};
 use crate::storage::keys;
 
 /// How many leading bytes the sniffer sees.
@@ -47,9 +50,18 @@ struct Spooled {
 /// `POST /v1/uploads`.
 pub async fn create(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Query(query): Query<HashMap<String, String>>,
     req: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let _slot = st.uploads.slot()?;
+    let idem = idempotency::key(req.headers())?.map(|key| IdempotencyClaim {
+        scope: caller
+            .map(|c| c.0.scope().to_owned())
+            .unwrap_or_else(|| "anonymous".into()),
+        key,
+        fingerprint: String::new(),
+    });
     let max = st
         .settings
         .limits
@@ -115,7 +127,7 @@ pub async fn create(
             .map(|c| c.map_err(|e| e.to_string()));
         spool(&st, stream).await?
     };
-    accept(&st, spooled, fields).await
+    accept(&st, spooled, fields, idem).await
 }
 
 /// Streams a body into a spool file, enforcing the byte limits and sniffing the content.
@@ -141,7 +153,16 @@ where
     let mut bytes = 0u64;
     let mut limit = limits.image_bytes.max(limits.video_bytes);
     let mut kind: Option<(MediaKind, String)> = None;
-    while let Some(chunk) = stream.next().await {
+    let idle = st.uploads.settings.body_idle_timeout;
+    loop {
+        let next = tokio::time::timeout(idle, stream.next())
+            .await
+            .map_err(|_| ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "bad_request",
+                message: format!("the upload body stalled for more than {idle:?}"),
+            })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
         bytes += chunk.len() as u64;
         if head.len() < SNIFF_BYTES {
@@ -200,11 +221,12 @@ fn sniff(head: &[u8]) -> Result<(MediaKind, String), ApiError> {
     }
 }
 
-/// Stores the original, writes the media row and publishes the job.
+/// Stores the original, then writes the media row, the idempotency key and the job in one transaction.
 async fn accept(
     st: &AppState,
     up: Spooled,
     fields: Fields,
+    idem: Option<IdempotencyClaim>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let profile = fields.profile.unwrap_or_else(|| "default".into());
     if !st.settings.profiles.contains_key(&profile) {
@@ -212,11 +234,38 @@ async fn accept(
             "unknown profile {profile:?}"
         )));
     }
+    if let Some(cb) = &fields.callback_url {
+        st.uploads
+            .webhooks
+            .check_url(cb)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    let idem = idem.map(|mut c| {
+        c.fingerprint = idempotency::fingerprint(&[
+            Some("upload"),
+            Some(&up.sha256),
+            Some(&profile),
+            fields.external_id.as_deref(),
+            fields.callback_url.as_deref(),
+            fields.filename.as_deref(),
+        ]);
+        c
+    });
+    let accepted = |id: &str| {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "status": "queued"})),
+        )
+    };
+    if let Some(c) = &idem {
+        if let Some(earlier) = st.records.idempotency(&c.scope, &c.key).await? {
+            return Ok(accepted(&idempotency::replayed(earlier, &c.fingerprint)?));
+        }
+    }
     let id = uuid::Uuid::now_v7();
     let id_s = id.to_string();
     let source_key = keys::original(&st.settings.prefix, &id_s);
     st.store.put_file(&source_key, &up.file, &up.mime).await?;
-    let _ = fields.callback_url; // webhooks are delivered by the notify class (upload issue)
     let media = NewMedia {
         id: id_s.clone(),
         kind: up.kind.as_str().into(),
@@ -228,32 +277,33 @@ async fn accept(
         sha256: up.sha256,
         external_id: fields.external_id,
     };
-    st.records.insert_media(&media).await?;
-    // OUTBOX: the row and the job are written separately here; the transactional outbox (upload issue)
-    // replaces this publish with an outbox row in the same transaction as the media row, and a relay.
-    let env = Envelope::new(
-        id,
-        &Job::MediaProcess(MediaProcess {
-            source_key: source_key.clone(),
-            profile,
-        }),
-    );
-    let class = JobClass::new(match up.kind {
-        MediaKind::Image => "image",
-        MediaKind::Video | MediaKind::Audio => "video",
-    })
-    .expect("static class names are valid");
-    if let Err(e) = st.queue.publish(&class, &env.to_bytes()).await {
-        // No job means no processing: undo the row so the client's retry is clean, and say so.
-        let _ = st.records.forget_queued(&id_s).await;
-        let _ = st.store.delete(&source_key).await;
-        return Err(ApiError::unavailable(format!(
-            "could not enqueue the job: {e}"
-        )));
+    // OUTBOX: the row and its job commit together; the relay publishes the job (see crate::relay).
+    let job = OutboxJob::media_process(id, &source_key, &profile, up.kind);
+    let extra = UploadExtra {
+        status: "queued",
+        callback_url: fields.callback_url,
+        ..UploadExtra::default()
+    };
+    match st
+        .records
+        .insert_upload(&media, &extra, idem.as_ref(), Some(&job))
+        .await?
+    {
+        Inserted::Created(_) => {}
+        Inserted::Replay {
+            media_id,
+            fingerprint,
+        } => {
+            // A racing retry with the same key won: ours is the duplicate.
+            let _ = st.store.delete(&source_key).await;
+            let fp = idem.map(|c| c.fingerprint).unwrap_or_default();
+            return Ok(accepted(&idempotency::replayed(
+                (media_id, fingerprint),
+                &fp,
+            )?));
+        }
     }
+    st.uploads.committed();
     tracing::info!(media_id = %id_s, kind = up.kind.as_str(), bytes = up.bytes, "upload accepted");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"id": id_s, "status": "queued"})),
-    ))
+    Ok(accepted(&id_s))
 }

@@ -1,8 +1,13 @@
 //! The `mediafleet` command line. Each subcommand lives in its own file; this is the only layer that uses
 //! `anyhow`. Logs go to stderr; JSON answers to stdout.
 
+mod bench_image;
+mod ops_keys;
+mod ops_warm;
 mod process;
+mod scale;
 mod serve;
+mod uploads_boot;
 
 use std::process::ExitCode;
 
@@ -32,10 +37,41 @@ enum Command {
     Process(process::ProcessArgs),
     /// Apply DB migrations.
     Migrate,
+    /// Queue-depth signal and desired workers per class; `scaler simulate` compares policies.
+    Scaler(scale::ScalerArgs),
+    /// Local supervisor: spawns and drains `worker` processes per class on the scaler's signal.
+    Fleet(scale::FleetArgs),
     /// Create or verify queues, DLQs and retry queues.
     Queues {
         #[command(subcommand)]
         action: QueuesAction,
+    },
+    /// Operator tools.
+    Ops {
+        #[command(subcommand)]
+        action: OpsAction,
+    },
+    /// Side-by-side benchmarks against the tools a user would otherwise pick.
+    Bench {
+        #[command(subcommand)]
+        action: BenchAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchAction {
+    /// Image renditions (thumb + preview from one decode) against `vipsthumbnail` run once per size.
+    Image(bench_image::BenchImageArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum OpsAction {
+    /// Rebuild media objects in the cache (after a Redis flush or a schema change), with a resume point.
+    Warm(ops_warm::WarmArgs),
+    /// API keys: create, list, revoke.
+    Keys {
+        #[command(subcommand)]
+        action: ops_keys::KeysAction,
     },
 }
 
@@ -53,6 +89,12 @@ pub fn main() -> ExitCode {
         // No async runtime: the media child must stay small and single-purpose.
         return process::run(&cli.common, args);
     }
+    if let Command::Bench {
+        action: BenchAction::Image(args),
+    } = &cli.command
+    {
+        return bench_image::run(args);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -63,7 +105,6 @@ pub fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
@@ -76,6 +117,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(w) => serve::serve(settings, w).await,
         Command::Api => serve::api(settings).await,
         Command::Worker(w) => serve::worker(settings, w).await,
+        Command::Scaler(a) => scale::scaler(settings, a).await,
+        Command::Fleet(a) => scale::fleet(settings, &cli.common, a).await,
         Command::Migrate => {
             let mut s = settings;
             s.migrate = true;
@@ -90,6 +133,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(backend = q.backend(), "queues ready");
             Ok(())
         }
+        Command::Ops {
+            action: OpsAction::Warm(a),
+        } => ops_warm::run(settings, a).await,
+        Command::Ops {
+            action: OpsAction::Keys { action },
+        } => ops_keys::run(settings, action).await,
         Command::Process(_) => unreachable!("handled before the runtime starts"),
+        Command::Bench { .. } => unreachable!("handled before the runtime starts"),
     }
 }

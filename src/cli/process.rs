@@ -48,7 +48,6 @@ pub fn run(common: &CommonArgs, args: &ProcessArgs) -> ExitCode {
     match run_inner(common, args) {
         Ok(ready) => ExitCode::from(if ready { 0 } else { 2 }),
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }

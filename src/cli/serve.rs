@@ -29,7 +29,7 @@ pub struct WorkerArgs {
 }
 
 /// Cancels the token on SIGTERM or SIGINT.
-fn shutdown_on_signal() -> CancellationToken {
+pub(super) fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -68,8 +68,11 @@ fn api_state(
     records: crate::db::Records,
     store: crate::storage::SharedStore,
     queue: crate::queue::SharedQueue,
-) -> AppState {
-    AppState {
+) -> anyhow::Result<AppState> {
+    let reader =
+        crate::media_object::MediaReader::new(records.clone(), cache(s)?, s.public_url.clone());
+    Ok(AppState {
+        reader,
         records,
         store,
         queue,
@@ -81,7 +84,17 @@ fn api_state(
             scratch_dir: s.scratch_dir(),
             presign_ttl: s.presign_ttl,
         }),
-    }
+        uploads: Arc::new(crate::api::UploadState::new(s.uploads.clone(), &s.listen)),
+    })
+}
+
+/// The media object cache `--cache` names (none by default). It connects lazily, so Redis may be down.
+pub(crate) fn cache(s: &Settings) -> anyhow::Result<Option<crate::cache::MediaCache>> {
+    Ok(crate::cache::MediaCache::from_url(
+        &s.cache,
+        &s.prefix,
+        s.cache_options,
+    )?)
 }
 
 async fn bind(s: &Settings) -> anyhow::Result<tokio::net::TcpListener> {
@@ -120,6 +133,9 @@ fn runtime(
         profiles: s.profiles.clone(),
         limits: s.limits,
         job_timeout: s.worker.job_timeout,
+        cache: cache(s)?,
+        public_url: s.public_url.clone(),
+        webhooks: crate::webhook::WebhookPolicy::from_settings(&s.uploads),
     });
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
     Ok(Runtime::new(
@@ -153,7 +169,7 @@ pub async fn serve(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
     let listener = bind(&s).await?;
     info!(
         listen = %s.listen, queue = queue.backend(), storage = store.backend(), data_dir = %s.data_dir.display(),
-        "mediafleet serve: api + workers; the api is open (no API keys) — keep it on a loopback address"
+        "mediafleet serve: api + workers + relay"
     );
     let shutdown = shutdown_on_signal();
     let rt = runtime(&s, &w, records.clone(), store.clone(), queue.clone())?;
@@ -163,12 +179,10 @@ pub async fn serve(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let workers = tokio::spawn(rt.run(shutdown.clone()));
-    crate::api::serve(
-        listener,
-        api_state(&s, records, store, queue),
-        shutdown.clone(),
-    )
-    .await?;
+    let state = api_state(&s, records, store, queue)?;
+    let relay = super::uploads_boot::start(&s, &state, shutdown.clone());
+    crate::api::serve(listener, state, shutdown.clone()).await?;
+    let _ = relay.await;
     let _ = workers.await;
     let _ = reaper.await;
     Ok(())
@@ -181,7 +195,10 @@ pub async fn api(s: Settings) -> anyhow::Result<()> {
     let queue = crate::connect::queue_declared(&s, 1).await?;
     let listener = bind(&s).await?;
     let shutdown = shutdown_on_signal();
-    crate::api::serve(listener, api_state(&s, records, store, queue), shutdown).await?;
+    let state = api_state(&s, records, store, queue)?;
+    let relay = super::uploads_boot::start(&s, &state, shutdown.clone());
+    crate::api::serve(listener, state, shutdown).await?;
+    let _ = relay.await;
     Ok(())
 }
 
@@ -192,6 +209,22 @@ pub async fn worker(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
     let queue = crate::connect::queue_declared(&s, prefetch(&s, &w)).await?;
     info!(queue = queue.backend(), storage = store.backend(), classes = ?worker_classes(&s, &w)?, "worker starting");
     let shutdown = shutdown_on_signal();
+    // Scaling sidecars: /metrics on --metrics-listen, presence heartbeats, the video-gpu capability check.
+    let classes: Vec<String> = worker_classes(&s, &w)?
+        .iter()
+        .map(|(c, _)| c.to_string())
+        .collect();
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
+    let id = format!("{}:{}", host.trim(), std::process::id());
+    let sidecars = crate::scale::observe::start_worker_sidecars(
+        &s,
+        &classes,
+        &id,
+        records.clone(),
+        queue.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let reaper = tokio::spawn(run_reaper(
         records.clone(),
         s.worker.reaper_interval,
@@ -199,5 +232,6 @@ pub async fn worker(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
     ));
     runtime(&s, &w, records, store, queue)?.run(shutdown).await;
     let _ = reaper.await;
+    sidecars.wait().await;
     Ok(())
 }

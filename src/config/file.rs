@@ -49,6 +49,21 @@ pub struct FileConfig {
     /// Life of presigned URLs, e.g. "15m".
     #[serde(default, with = "humantime_serde")]
     pub presign_ttl: Option<Duration>,
+    /// `[uploads]`: direct uploads, the relay, hostile-client limits.
+    #[serde(default)]
+    pub uploads: super::UploadsFile,
+    /// `[auth]`: API keys and rendition access.
+    #[serde(default)]
+    pub auth: super::AuthFile,
+    /// `[webhooks]`: callback allow-list, secret, global URL.
+    #[serde(default)]
+    pub webhooks: super::WebhooksFile,
+    /// `[cache_options]`: TTLs and timeouts of the media object cache.
+    #[serde(default)]
+    pub cache_options: super::CacheFile,
+    /// `[scaling]` and `[scaling.<class>]`.
+    #[serde(default)]
+    pub scaling: super::ScalingFile,
 }
 
 impl FileConfig {

@@ -4,7 +4,10 @@
 //! [`Settings::resolve`] merges them into one validated [`Settings`]. Backend URLs are parsed here, once, so a
 //! bad one fails at start with a one-line error naming the flag.
 
+mod cache;
 mod file;
+mod scaling;
+mod uploads;
 mod urls;
 
 use std::path::PathBuf;
@@ -13,7 +16,10 @@ use std::time::Duration;
 use mediafleet_proto::Profiles;
 use mediafleet_workers::Limits;
 
+pub use cache::{CacheFile, CacheSettings};
 pub use file::{FileConfig, RabbitFile, WorkerFile};
+pub use scaling::{ClassScaling, ClassScalingFile, ScalingFile, ScalingSettings};
+pub use uploads::{AuthFile, RenditionAccess, UploadSettings, UploadsFile, WebhooksFile};
 pub use urls::{CacheUrl, DbUrl, QueueUrl, StorageUrl};
 
 /// Flags shared by every subcommand that touches a backend.
@@ -37,6 +43,9 @@ pub struct CommonArgs {
     /// Cache URL: redis://host:6379/0, or none.
     #[arg(long, env = "MEDIAFLEET_CACHE", global = true)]
     pub cache: Option<String>,
+    /// Life of a cached media object whose media has ended, e.g. 24h (default 7d).
+    #[arg(long, env = "MEDIAFLEET_CACHE_TTL", global = true, value_parser = humantime::parse_duration)]
+    pub cache_ttl: Option<Duration>,
     /// HTTP listen address (api and serve).
     #[arg(long, env = "MEDIAFLEET_LISTEN", global = true)]
     pub listen: Option<String>,
@@ -112,6 +121,8 @@ pub struct Settings {
     pub db_read: Option<DbUrl>,
     /// Cache.
     pub cache: CacheUrl,
+    /// Cache TTLs and timeouts.
+    pub cache_options: CacheSettings,
     /// HTTP listen address.
     pub listen: String,
     /// Metrics listen address.
@@ -134,6 +145,10 @@ pub struct Settings {
     pub embedded_max_receives: u32,
     /// Life of presigned URLs.
     pub presign_ttl: Duration,
+    /// Direct uploads, relay, API keys, rendition access and webhooks.
+    pub uploads: UploadSettings,
+    /// Queue-depth scaling policy per class (`[scaling]`).
+    pub scaling: ScalingSettings,
 }
 
 impl Settings {
@@ -192,6 +207,7 @@ impl Settings {
             db,
             db_read,
             cache,
+            cache_options: file.cache_options.resolve(args.cache_ttl),
             listen,
             metrics_listen: pick(&args.metrics_listen, &file.metrics_listen),
             prefix,
@@ -204,6 +220,8 @@ impl Settings {
             rabbit: file.rabbit.resolve(),
             embedded_max_receives: file.worker.max_receives.unwrap_or(20),
             presign_ttl: file.presign_ttl.unwrap_or(Duration::from_secs(15 * 60)),
+            uploads: UploadSettings::resolve(&file.uploads, &file.auth, &file.webhooks)?,
+            scaling: file.scaling.resolve(&file.worker.resolve().concurrency),
             data_dir,
         })
     }

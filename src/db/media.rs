@@ -95,7 +95,7 @@ pub struct NewMedia {
     pub external_id: Option<String>,
 }
 
-const COLS: &str = "id, kind, status, profile, error_code, error_message, source_key, filename, content_type, \
+pub(super) const COLS: &str = "id, kind, status, profile, error_code, error_message, source_key, filename, content_type, \
     bytes, sha256, external_id, metadata, blurhash, thumbhash, progress, version, processing_deadline, \
     created_at, updated_at";
 
@@ -136,7 +136,7 @@ impl Records {
         self.media_from(&self.write, id).await
     }
 
-    async fn media_from(
+    pub(super) async fn media_from(
         &self,
         pool: &sqlx::AnyPool,
         id: &str,

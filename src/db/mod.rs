@@ -5,7 +5,11 @@
 //! update (status may only move forward; `version` grows with every change).
 
 mod attempts;
+mod keys;
 mod media;
+mod objects;
+mod outbox;
+mod uploads;
 
 use std::time::Duration;
 
@@ -13,7 +17,11 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
 pub use attempts::Attempt;
+pub use keys::{hash_key, ApiKey};
 pub use media::{MediaRow, NewMedia, RenditionRow};
+pub use objects::{ScopePage, WarmScope};
+pub use outbox::{OutboxJob, OutboxRow};
+pub use uploads::{IdempotencyClaim, Inserted, UploadExtra};
 
 use crate::config::DbUrl;
 

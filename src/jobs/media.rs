@@ -91,5 +91,6 @@ pub(super) async fn process(
         return Ok(Done::Skipped);
     }
     info!(media_id = %id, renditions = rows.len(), "media ready");
+    super::enqueue_warm(ctx, &id).await;
     Ok(Done::Completed)
 }

@@ -2,6 +2,9 @@
 //! the runtime maps it to ack, retry or dead-letter.
 
 mod media;
+mod notify;
+mod validate;
+mod warm;
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +12,9 @@ use std::time::Duration;
 use mediafleet_proto::{Envelope, ErrorCode, Job, Profiles};
 use mediafleet_workers::{Limits, MediaError};
 
+pub use warm::{changes_media_status, enqueue_warm};
+
+use crate::cache::MediaCache;
 use crate::db::{DbError, Records};
 use crate::queue::{QueueError, SharedQueue};
 use crate::sandbox::{Sandbox, SandboxError};
@@ -94,6 +100,12 @@ pub struct JobContext {
     pub limits: Limits,
     /// Wall-clock limit of one job.
     pub job_timeout: Duration,
+    /// The media object cache, when `--cache` names one (`cache.warm` jobs write to it).
+    pub cache: Option<MediaCache>,
+    /// Base for absolute URLs in cached objects (must match the api's `--public-url`).
+    pub public_url: Option<String>,
+    /// Webhook secret and callback policy (`notify.webhook` jobs).
+    pub webhooks: crate::webhook::WebhookPolicy,
 }
 
 /// What a job did, for logs and attempt records.
@@ -109,8 +121,8 @@ pub enum Done {
 pub async fn run(ctx: &JobContext, env: &Envelope, scratch: &Path) -> Result<Done, JobError> {
     match env.job().map_err(|e| JobError::Invalid(e.to_string()))? {
         Job::MediaProcess(p) => media::process(ctx, env, &p, scratch).await,
-        Job::CacheWarm(_) => Err(JobError::Invalid(
-            "cache.warm jobs are not handled by this build (no cache configured)".into(),
-        )),
+        Job::CacheWarm(w) => warm::warm(ctx, env, &w).await,
+        Job::MediaValidate(v) => validate::validate(ctx, env, &v).await,
+        Job::NotifyWebhook(n) => notify::notify(ctx, env, &n).await,
     }
 }

@@ -10,7 +10,7 @@ use tracing::{error, info, warn, Instrument};
 
 use super::RuntimeOptions;
 use crate::jobs::{self, Done, JobContext, JobError};
-use crate::queue::Delivery;
+use crate::queue::{Delivery, JobClass};
 
 /// The delay before retry number `attempt` (1-based): exponential from `base`, capped at `max`, jittered.
 pub fn retry_delay(base: Duration, max: Duration, attempt: u32) -> Duration {
@@ -29,6 +29,7 @@ pub fn retry_delay(base: Duration, max: Duration, attempt: u32) -> Duration {
 pub(super) async fn handle(
     ctx: Arc<JobContext>,
     opts: Arc<RuntimeOptions>,
+    class: &JobClass,
     delivery: Box<dyn Delivery>,
     abort: CancellationToken,
 ) {
@@ -41,10 +42,13 @@ pub(super) async fn handle(
             if let Ok(env) = serde_json::from_slice::<Envelope>(delivery.body()) {
                 if JobKind::parse(&env.kind) == Some(JobKind::MediaProcess) {
                     let id = env.media_id.to_string();
-                    let _ = ctx
+                    if let Ok(true) = ctx
                         .records
                         .fail(&id, ErrorCode::InvalidMessage.as_str(), &reason)
-                        .await;
+                        .await
+                    {
+                        jobs::enqueue_warm(&ctx, &id).await;
+                    }
                 }
             }
             if let Err(e) = delivery.dead_letter(&reason).await {
@@ -58,7 +62,7 @@ pub(super) async fn handle(
         .attempt
         .saturating_add(delivery.delivery_count().saturating_sub(1));
     let span = tracing::info_span!("job", job_id = %env.job_id, media_id = %env.media_id, kind = %env.kind, attempt);
-    run_one(ctx, opts, delivery, abort, env, attempt)
+    run_one(ctx, opts, class, delivery, abort, env, attempt)
         .instrument(span)
         .await;
 }
@@ -66,6 +70,7 @@ pub(super) async fn handle(
 async fn run_one(
     ctx: Arc<JobContext>,
     opts: Arc<RuntimeOptions>,
+    class: &JobClass,
     delivery: Box<dyn Delivery>,
     abort: CancellationToken,
     env: Envelope,
@@ -114,6 +119,7 @@ async fn run_one(
         }
     };
     let elapsed = started.elapsed();
+    let completed = matches!(result, Ok(Done::Completed));
     let outcome = match result {
         Ok(done) => {
             info!(?elapsed, skipped = (done == Done::Skipped), "job done");
@@ -127,7 +133,10 @@ async fn run_one(
                 .fail(&media_id, err.code.as_str(), &err.message)
                 .await
             {
-                Ok(_) => {
+                Ok(changed) => {
+                    if changed {
+                        jobs::enqueue_warm(&ctx, &media_id).await;
+                    }
                     ack(delivery).await;
                     ("failed", Some((err.code.as_str().to_owned(), err.message)))
                 }
@@ -147,10 +156,15 @@ async fn run_one(
             }
         }
         Err(JobError::Invalid(reason)) => {
-            let _ = ctx
-                .records
-                .fail(&media_id, ErrorCode::InvalidMessage.as_str(), &reason)
-                .await;
+            if jobs::changes_media_status(&env)
+                && ctx
+                    .records
+                    .fail(&media_id, ErrorCode::InvalidMessage.as_str(), &reason)
+                    .await
+                    .unwrap_or(false)
+            {
+                jobs::enqueue_warm(&ctx, &media_id).await;
+            }
             if let Err(e) = delivery.dead_letter(&reason).await {
                 error!(error = %e, "could not dead-letter");
             }
@@ -171,6 +185,7 @@ async fn run_one(
     {
         warn!(error = %e, "could not record attempt end");
     }
+    crate::scale::observe::job_finished(&ctx.records, class, outcome.0, elapsed, completed);
 }
 
 /// Waits for the job while heartbeating its lease. `None` means the drain deadline cancelled it.
@@ -228,12 +243,16 @@ async fn retry_or_exhaust(
         let reason =
             format!("retries exhausted after {attempt} attempts; last error: {code}: {message}");
         warn!(%reason, "dead-lettering");
-        if let Err(e) = ctx
-            .records
-            .fail(&media_id, ErrorCode::RetriesExhausted.as_str(), &reason)
-            .await
-        {
-            warn!(error = %e, "could not mark the media failed; the reaper will");
+        if jobs::changes_media_status(env) {
+            match ctx
+                .records
+                .fail(&media_id, ErrorCode::RetriesExhausted.as_str(), &reason)
+                .await
+            {
+                Ok(true) => jobs::enqueue_warm(ctx, &media_id).await,
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "could not mark the media failed; the reaper will"),
+            }
         }
         if let Err(e) = delivery.dead_letter(&reason).await {
             error!(error = %e, "could not dead-letter; the broker will redeliver it");

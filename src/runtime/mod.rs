@@ -154,8 +154,9 @@ impl Puller {
                 let ctx = self.ctx.clone();
                 let opts = self.opts.clone();
                 let abort = self.abort.clone();
+                let class = self.class.clone();
                 self.jobs.spawn(async move {
-                    handle::handle(ctx, opts, delivery, abort).await;
+                    handle::handle(ctx, opts, &class, delivery, abort).await;
                     drop(p);
                 });
             }

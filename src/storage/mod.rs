@@ -3,6 +3,7 @@
 //! Keys are `/`-separated relative paths (`{prefix}/originals/{id}`); every backend validates them.
 //! Originals and renditions are streamed between files and the store, never held whole in memory.
 
+pub mod direct;
 pub mod local;
 pub mod s3;
 
@@ -93,6 +94,10 @@ pub trait ObjectStore: Send + Sync {
     fn local_path(&self, key: &str) -> Option<std::path::PathBuf>;
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Presigned direct uploads, where the backend has them (S3); `None` for local storage.
+    fn direct_uploads(&self) -> Option<&dyn direct::DirectUpload> {
+        None
+    }
 }
 
 /// A shared store handle.

@@ -2,8 +2,11 @@
 //! A service that cannot be reached fails the test loudly; nothing is skipped.
 #![allow(dead_code)]
 
+pub mod cache;
 pub mod fleet;
 pub mod proxy;
+pub mod scale;
+pub mod uploads;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

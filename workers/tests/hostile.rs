@@ -77,13 +77,54 @@ fn frame_limits_apply_to_animations() {
     assert_eq!(code(&r), "too_many_pixel_frames", "{r:?}");
 }
 
+/// Runs a hostile fixture and checks its code and that the answer came in under a second.
+fn fails_fast(name: &str, want: &str) {
+    let started = Instant::now();
+    let (r, out) = run(name);
+    let took = started.elapsed();
+    assert_eq!(code(&r), want, "{name}: {r:?}");
+    assert!(r.renditions.is_empty(), "{name}");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "{name}: files written"
+    );
+    assert!(took < Duration::from_secs(1), "{name} took {took:?}");
+}
+
 #[test]
-fn avif_is_recognised_but_refused_with_a_reason() {
-    let (r, _out) = run("still.avif");
-    assert_eq!(code(&r), "unsupported_format", "{r:?}");
-    assert_eq!(r.kind, Some(MediaKind::Image));
-    assert!(r.error.as_ref().unwrap().message.contains("AVIF"), "{r:?}");
-    assert_eq!(r.metadata["content_type"], "image/avif");
+fn decompression_bomb_png_fails_from_the_header() {
+    fails_fast("bomb.png", "too_many_pixels");
+}
+
+#[test]
+fn truncated_progressive_jpeg_is_corrupt() {
+    fails_fast("truncated-progressive.jpg", "corrupt_media");
+}
+
+#[test]
+fn malformed_exif_block_is_corrupt() {
+    fails_fast("bad-exif.jpg", "corrupt_media");
+    let (r, _out) = run("bad-exif.jpg");
+    assert!(r.error.unwrap().message.contains("EXIF"));
+}
+
+#[test]
+fn huge_dimensions_and_truncated_baseline_fail_fast() {
+    fails_fast("huge-dimensions.png", "too_many_pixels");
+    fails_fast("truncated.jpg", "corrupt_media");
+}
+
+#[test]
+fn jpeg_pixel_limit_is_checked_before_decoding() {
+    let limits = Limits {
+        image_pixels: 50_000,
+        ..Limits::default()
+    };
+    for name in ["photo.jpg", "progressive.jpg", "cmyk.jpg"] {
+        let (r, _out) = run_with(name, &Profile::default_profile(), &limits);
+        assert_eq!(code(&r), "too_many_pixels", "{name}: {r:?}");
+    }
 }
 
 #[test]

@@ -175,14 +175,11 @@ fn lossless_webp_with_alpha_decodes() {
 fn cover_crops_to_the_box_and_formats_follow_the_profile() {
     let profile = Profile {
         image: vec![RenditionSpec {
-            name: "square".into(),
-            max_width: 200,
-            max_height: 200,
-            format: OutputFormat::Png,
             quality: 90,
             fit: Fit::Cover,
-            upscale: false,
+            ..RenditionSpec::new("square", 200, 200, OutputFormat::Png)
         }],
+        keep_gps: false,
     };
     let (r, out) = run_with("photo.jpg", &profile, &Limits::default());
     assert!(r.is_ready(), "{r:?}");

@@ -90,7 +90,26 @@ pub(super) async fn dead_letters(
     // Closing the channel requeues every message we took; give the close a bound so a sick broker cannot
     // hang an operator's command.
     let _ = tokio::time::timeout(Duration::from_secs(5), ch.close(200, "peeked".into())).await;
+    if !out.is_empty() {
+        settle(link, &queue, out.len() as u64).await;
+    }
     Ok(out)
+}
+
+/// A quorum queue takes back a closed channel's messages asynchronously; wait (briefly) until `queue` shows
+/// at least the `taken` messages again, so a depth read or a second peek right after this one sees them.
+async fn settle(link: &Link, queue: &str, taken: u64) {
+    let Ok(ch) = link.fresh_channel().await else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        match ready_count(&ch, queue).await {
+            Ok(n) if n < taken => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => break,
+        }
+    }
+    let _ = ch.close(200, "settled".into()).await;
 }
 
 /// Our reason header, else the broker's latest `x-death` reason (`delivery_limit`, `rejected`, …).

@@ -204,7 +204,8 @@ impl Link {
 
     /// One connection attempt, followed by redeclaring the classes declared so far.
     async fn open_and_declare(&self) -> Result<Connection, QueueError> {
-        let props = ConnectionProperties::default().with_connection_name("mediafleet".into());
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("mediafleet {}", self.cfg.prefix).into());
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.cfg.url, props))
             .await
             .map_err(|_| {

@@ -6,8 +6,10 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::storage::StoreError;
 
-/// Error codes S3 (and compatible servers) use for throttling or a temporarily sick backend.
-const TRANSIENT_CODES: [&str; 6] = [
+/// Error codes S3 (and compatible servers) use for throttling, a temporarily sick backend, or a conditional
+/// write racing another one (409, "retry the request").
+const TRANSIENT_CODES: [&str; 7] = [
+    "ConditionalRequestConflict",
     "SlowDown",
     "Throttling",
     "ThrottlingException",

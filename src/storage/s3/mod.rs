@@ -11,6 +11,7 @@
 
 mod config;
 mod errors;
+mod presign;
 mod upload;
 
 use std::path::Path;
@@ -170,8 +171,11 @@ impl ObjectStore for S3Store {
         self.upload(key, src, content_type, false).await.map(|_| ())
     }
 
-    /// `If-None-Match: *` on the `PutObject` (or the `CompleteMultipartUpload`), so two racing writers
+    /// `If-None-Match: *` on the `PutObject` (or the `CompleteMultipartUpload`), so on S3 two racing writers
     /// cannot both store; a large file is checked with `HEAD` first to skip uploading parts in vain.
+    /// moto honours the header on both calls, but two *concurrent* multipart completes can both win there
+    /// (it does not lock between its check and its write); with content-derived keys that only rewrites
+    /// identical bytes.
     async fn put_if_absent(
         &self,
         key: &str,
@@ -294,6 +298,10 @@ impl ObjectStore for S3Store {
 
     fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
         None
+    }
+
+    fn direct_uploads(&self) -> Option<&dyn crate::storage::direct::DirectUpload> {
+        Some(self)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

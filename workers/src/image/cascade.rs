@@ -8,7 +8,7 @@ use super::resize::{Scaler, Target};
 use crate::MediaError;
 
 /// How much larger than the output a derived source must be for quality to hold (Lanczos3 needs room).
-const HEADROOM: f64 = 2.0;
+pub const HEADROOM: f64 = 2.0;
 
 /// Renders targets from one decoded frame, reusing earlier full-frame outputs as sources.
 pub struct Cascade {
@@ -37,6 +37,11 @@ impl Cascade {
     /// The upright, normalised original.
     pub fn base(&self) -> &DynamicImage {
         &self.base
+    }
+
+    /// The resampler, for renditions that do not come from the still (animations).
+    pub fn scaler(&mut self) -> &mut Scaler {
+        &mut self.scaler
     }
 
     /// Renders `target`. Call it for the largest targets first to get the most reuse.

@@ -1,9 +1,13 @@
-//! Decoding: limits from the header first, then pixels, then EXIF orientation.
+//! Decoding: limits from the header first, then pixels (shrunk on load when the renditions allow), then ICC →
+//! sRGB, then EXIF orientation.
 //!
 //! Order matters for hostile input: the file size, the header's dimensions and the animation's frame count are
 //! all checked before a single pixel buffer is allocated, so a 69-byte PNG that claims 100000×100000 fails with
 //! `too_many_pixels` in microseconds. `image::Limits` backs that up inside the decoders (side length and
 //! allocation caps), and `catch_unwind` is the last line of defence; the sandboxed child is the real boundary.
+//!
+//! Three decoders: JPEG goes through libjpeg-turbo ([`super::turbo`], DCT-scaled), AVIF through FFmpeg
+//! ([`super::avif`]), everything else through the image crate.
 
 use std::fs::File;
 use std::io::{self, BufReader};
@@ -14,15 +18,20 @@ use image::error::LimitErrorKind;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 use mediafleet_proto::ErrorCode;
+use serde_json::{Map, Value};
 
-use super::{frames, jpeg};
+use super::{avif, exif, frames, icc, jpeg, turbo};
 use crate::{Limits, MediaError};
 
-/// A decoded still: the first frame of an animation, with EXIF orientation already applied.
+/// A decoded still: the first frame of an animation, upright, 8-bit RGB(A), in sRGB.
 #[derive(Debug)]
 pub struct Decoded {
-    /// Pixels, upright.
+    /// Pixels, upright; smaller than `full` by `shrink` when the JPEG was shrunk on load.
     pub image: DynamicImage,
+    /// Upright size of the original.
+    pub full: (u32, u32),
+    /// The DCT shrink used (1, 2, 4 or 8).
+    pub shrink: u32,
     /// Container format, from the content.
     pub format: ImageFormat,
     /// EXIF orientation of the original, 1–8 (1 when absent).
@@ -31,22 +40,37 @@ pub struct Decoded {
     pub has_alpha: bool,
     /// Frames in the file (1 for stills).
     pub frames: u64,
+    /// Whether an embedded ICC profile was converted to sRGB.
+    pub icc_converted: bool,
+    /// Camera facts from EXIF (and GPS when asked).
+    pub exif: Map<String, Value>,
 }
 
-/// Decodes `path` under `limits`. Every failure is a [`MediaError`] with a stable code; a decoder panic becomes
+/// What the caller wants decoded.
+pub struct Request<'a> {
+    /// Resource limits.
+    pub limits: &'a Limits,
+    /// Record GPS from EXIF.
+    pub keep_gps: bool,
+    /// For an upright `w`×`h` original, the smallest decoded size (w, h) every rendition can still be made
+    /// from with headroom; larger originals may be shrunk on load down to it.
+    pub need: &'a dyn Fn(u32, u32) -> (f64, f64),
+}
+
+/// Decodes `path`. Every failure is a [`MediaError`] with a stable code; a decoder panic becomes
 /// `corrupt_media`.
-pub fn decode(path: &Path, limits: &Limits) -> Result<Decoded, MediaError> {
+pub fn decode(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
     let bytes = std::fs::metadata(path).map_err(internal_io)?.len();
-    if bytes > limits.image_bytes {
+    if bytes > req.limits.image_bytes {
         return Err(MediaError::new(
             ErrorCode::TooLargeBytes,
             format!(
                 "the image is {bytes} bytes; the limit is {}",
-                limits.image_bytes
+                req.limits.image_bytes
             ),
         ));
     }
-    match panic::catch_unwind(AssertUnwindSafe(|| decode_checked(path, limits))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| decode_checked(path, req))) {
         Ok(result) => result,
         Err(payload) => Err(MediaError::new(
             ErrorCode::CorruptMedia,
@@ -58,52 +82,129 @@ pub fn decode(path: &Path, limits: &Limits) -> Result<Decoded, MediaError> {
     }
 }
 
-fn decode_checked(path: &Path, limits: &Limits) -> Result<Decoded, MediaError> {
-    let file = File::open(path).map_err(internal_io)?;
-    let mut reader = ImageReader::new(BufReader::new(file))
+fn decode_checked(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
+    let reader = ImageReader::new(BufReader::new(File::open(path).map_err(internal_io)?))
         .with_guessed_format()
         .map_err(internal_io)?;
-    let format = reader.format().ok_or_else(|| {
-        MediaError::new(
+    match reader.format() {
+        Some(ImageFormat::Jpeg) => decode_jpeg(path, req),
+        Some(ImageFormat::Avif) => decode_avif(path, req),
+        Some(format) => decode_generic(path, reader, format, req),
+        None => Err(MediaError::new(
             ErrorCode::UnsupportedFormat,
             "the content is not an image format we decode",
-        )
-    })?;
-    reader.limits(image_limits(limits));
-    let mut decoder = reader.into_decoder().map_err(|e| map_error(e, format))?;
-
-    let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > limits.image_pixels {
-        return Err(MediaError::new(
-            ErrorCode::TooManyPixels,
-            format!(
-                "the image is {width}×{height} ({pixels} pixels); the limit is {}",
-                limits.image_pixels
-            ),
-        ));
+        )),
     }
-    let frames = frames::count(path, format).map_err(internal_io)?;
-    check_frames(frames, pixels, limits)?;
-    if format == ImageFormat::Jpeg && !jpeg::is_complete(&std::fs::read(path).map_err(internal_io)?)
-    {
+}
+
+fn decode_jpeg(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
+    let data = std::fs::read(path).map_err(internal_io)?;
+    let header = turbo::header(&data)?;
+    check_pixels(header.width, header.height, req.limits)?;
+    if !jpeg::is_complete(&data) {
         return Err(MediaError::new(
             ErrorCode::CorruptMedia,
             "the JPEG file is truncated: its data ends before the end-of-image marker",
         ));
     }
-
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let has_alpha = decoder.color_type().has_alpha();
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| map_error(e, format))?;
-    image.apply_orientation(orientation);
+    let exif = exif::read_jpeg(&data)?;
+    let orientation = exif.as_ref().map_or(1, exif::orientation);
+    let full = upright(header.width, header.height, orientation);
+    let (nw, nh) = (req.need)(full.0, full.1);
+    let (nw, nh) = if orientation >= 5 { (nh, nw) } else { (nw, nh) };
+    let shrink = turbo::shrink_for(header.width, header.height, nw, nh);
+    let icc = turbo::icc_profile(&data);
+    let mut image = turbo::decode(&data, &header, shrink, icc.as_deref())?;
+    drop(data);
+    let icc_converted = !header.cmyk && icc.is_some_and(|p| icc::to_srgb(&mut image, &p));
+    image.apply_orientation(orientation_of(orientation));
     Ok(Decoded {
         image,
+        full,
+        shrink,
+        format: ImageFormat::Jpeg,
+        orientation,
+        has_alpha: false,
+        frames: 1,
+        icc_converted,
+        exif: exif
+            .map(|e| exif::facts(&e, req.keep_gps))
+            .unwrap_or_default(),
+    })
+}
+
+fn decode_avif(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
+    let image = avif::decode(path, |w, h| check_pixels(w, h, req.limits).map(drop))?;
+    Ok(Decoded {
+        full: (image.width(), image.height()),
+        image,
+        shrink: 1,
+        format: ImageFormat::Avif,
+        orientation: 1,
+        has_alpha: false,
+        frames: 1,
+        icc_converted: false,
+        exif: Map::new(),
+    })
+}
+
+fn decode_generic(
+    path: &Path,
+    mut reader: ImageReader<BufReader<File>>,
+    format: ImageFormat,
+    req: &Request<'_>,
+) -> Result<Decoded, MediaError> {
+    reader.limits(image_limits(req.limits));
+    let mut decoder = reader.into_decoder().map_err(|e| map_error(e, format))?;
+    let (width, height) = decoder.dimensions();
+    let pixels = check_pixels(width, height, req.limits)?;
+    let frames = frames::count(path, format).map_err(internal_io)?;
+    check_frames(frames, pixels, req.limits)?;
+
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let icc = decoder.icc_profile().ok().flatten();
+    let has_alpha = decoder.color_type().has_alpha();
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| map_error(e, format))?;
+    // 16-bit, grey and palette sources become 8-bit RGB(A) here, once, before colour management.
+    let mut image = if has_alpha {
+        DynamicImage::ImageRgba8(image.into_rgba8())
+    } else {
+        DynamicImage::ImageRgb8(image.into_rgb8())
+    };
+    let icc_converted = icc.is_some_and(|p| icc::to_srgb(&mut image, &p));
+    image.apply_orientation(orientation);
+    let exif = match format {
+        ImageFormat::Png | ImageFormat::WebP | ImageFormat::Tiff => File::open(path)
+            .ok()
+            .and_then(|f| exif::read_from(BufReader::new(f)))
+            .map(|e| exif::facts(&e, req.keep_gps))
+            .unwrap_or_default(),
+        _ => Map::new(),
+    };
+    Ok(Decoded {
+        full: (image.width(), image.height()),
+        image,
+        shrink: 1,
         format,
         orientation: orientation.to_exif(),
         has_alpha,
         frames,
+        icc_converted,
+        exif,
     })
+}
+
+/// Upright size of a stored `w`×`h` frame with EXIF orientation `o`.
+fn upright(w: u32, h: u32, o: u8) -> (u32, u32) {
+    if o >= 5 {
+        (h, w)
+    } else {
+        (w, h)
+    }
+}
+
+fn orientation_of(o: u8) -> Orientation {
+    Orientation::from_exif(o).unwrap_or(Orientation::NoTransforms)
 }
 
 /// The decoder-side limits. A side longer than the pixel limit already breaks it (the other side is at least
@@ -116,6 +217,21 @@ fn image_limits(limits: &Limits) -> image::Limits {
     l.max_image_height = Some(side);
     l.max_alloc = Some(limits.max_alloc_bytes);
     l
+}
+
+/// `too_many_pixels` when `width × height` is over the limit; the pixel count otherwise.
+pub fn check_pixels(width: u32, height: u32, limits: &Limits) -> Result<u64, MediaError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.image_pixels {
+        return Err(MediaError::new(
+            ErrorCode::TooManyPixels,
+            format!(
+                "the image is {width}×{height} ({pixels} pixels); the limit is {}",
+                limits.image_pixels
+            ),
+        ));
+    }
+    Ok(pixels)
 }
 
 fn check_frames(frames: u64, pixels: u64, limits: &Limits) -> Result<(), MediaError> {
@@ -142,7 +258,7 @@ fn check_frames(frames: u64, pixels: u64, limits: &Limits) -> Result<(), MediaEr
 }
 
 /// Maps an `image` error onto the stable codes.
-fn map_error(e: ImageError, format: ImageFormat) -> MediaError {
+pub fn map_error(e: ImageError, format: ImageFormat) -> MediaError {
     let name = format_name(format).to_uppercase();
     match e {
         ImageError::Unsupported(u) => MediaError::new(

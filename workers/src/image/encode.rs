@@ -1,12 +1,12 @@
-//! Encoding renditions: lossy WebP (libwebp), baseline JPEG and PNG.
+//! Encoding renditions: lossy WebP (libwebp), baseline JPEG (libjpeg-turbo), PNG and AVIF (ravif/rav1e).
 //!
 //! Only pixel data is written. No EXIF, XMP, ICC or GPS block reaches an output, because nothing here ever
 //! copies one: the encoders are fed raw pixels, never the original's bytes.
 
-use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::{DynamicImage, ExtendedColorType, ImageEncoder, RgbImage, RgbaImage};
 use mediafleet_proto::{ErrorCode, OutputFormat};
+use rgb::FromSlice;
 
 use crate::MediaError;
 
@@ -15,12 +15,13 @@ const WEBP_MAX_SIDE: u32 = 16_383;
 /// Largest side a baseline JPEG header can declare.
 const JPEG_MAX_SIDE: u32 = 65_535;
 
-/// Encodes an 8-bit RGB or RGBA image. `quality` is 1–100 (ignored for PNG). JPEG has no alpha, so transparent
-/// pixels are composited onto white.
+/// Encodes an 8-bit RGB or RGBA image. `quality` is 1–100 (ignored for PNG); `speed` (1–10) is the AVIF
+/// encoder's. JPEG has no alpha, so transparent pixels are composited onto white.
 pub fn encode(
     img: &DynamicImage,
     format: OutputFormat,
     quality: u8,
+    speed: u8,
 ) -> Result<Vec<u8>, MediaError> {
     let (w, h) = (img.width(), img.height());
     let quality = quality.clamp(1, 100);
@@ -43,12 +44,40 @@ pub fn encode(
         }
         OutputFormat::Jpeg => {
             check_side(w, h, JPEG_MAX_SIDE, "JPEG")?;
-            let rgb = flatten_on_white(img);
-            let mut out = Vec::new();
-            JpegEncoder::new_with_quality(&mut out, quality)
-                .write_image(rgb.as_raw(), w, h, ExtendedColorType::Rgb8)
-                .map_err(|e| internal(format!("JPEG encoding failed: {e}")))?;
-            Ok(out)
+            match img {
+                DynamicImage::ImageRgb8(b) => super::turbo::encode(b, quality),
+                other => super::turbo::encode(&flatten_on_white(other), quality),
+            }
+        }
+        OutputFormat::Avif => {
+            let encoder = ravif::Encoder::new()
+                .with_quality(f32::from(quality))
+                .with_alpha_quality(f32::from(quality))
+                .with_speed(speed.clamp(1, 10))
+                .with_num_threads(Some(1));
+            let encoded = match img {
+                DynamicImage::ImageRgb8(b) => encoder.encode_rgb(imgref::Img::new(
+                    b.as_raw().as_rgb(),
+                    w as usize,
+                    h as usize,
+                )),
+                DynamicImage::ImageRgba8(b) => encoder.encode_rgba(imgref::Img::new(
+                    b.as_raw().as_rgba(),
+                    w as usize,
+                    h as usize,
+                )),
+                other => {
+                    return encode(
+                        &DynamicImage::ImageRgba8(other.to_rgba8()),
+                        format,
+                        quality,
+                        speed,
+                    )
+                }
+            };
+            encoded
+                .map(|e| e.avif_file)
+                .map_err(|e| internal(format!("AVIF encoding failed: {e}")))
         }
         OutputFormat::Png => {
             let mut out = Vec::new();
@@ -56,7 +85,12 @@ pub fn encode(
                 DynamicImage::ImageRgb8(b) => (b.as_raw().as_slice(), ExtendedColorType::Rgb8),
                 DynamicImage::ImageRgba8(b) => (b.as_raw().as_slice(), ExtendedColorType::Rgba8),
                 other => {
-                    return encode(&DynamicImage::ImageRgba8(other.to_rgba8()), format, quality)
+                    return encode(
+                        &DynamicImage::ImageRgba8(other.to_rgba8()),
+                        format,
+                        quality,
+                        speed,
+                    )
                 }
             };
             PngEncoder::new(&mut out)
@@ -116,14 +150,10 @@ mod tests {
     fn outputs_have_the_right_magic() {
         let img =
             DynamicImage::ImageRgba8(RgbaImage::from_pixel(8, 8, image::Rgba([10, 20, 30, 128])));
-        assert!(encode(&img, OutputFormat::Webp, 80)
-            .unwrap()
-            .starts_with(b"RIFF"));
-        assert!(encode(&img, OutputFormat::Jpeg, 80)
-            .unwrap()
-            .starts_with(&[0xFF, 0xD8]));
-        assert!(encode(&img, OutputFormat::Png, 80)
-            .unwrap()
-            .starts_with(b"\x89PNG"));
+        let enc = |f| encode(&img, f, 80, 8).unwrap();
+        assert!(enc(OutputFormat::Webp).starts_with(b"RIFF"));
+        assert!(enc(OutputFormat::Jpeg).starts_with(&[0xFF, 0xD8]));
+        assert!(enc(OutputFormat::Png).starts_with(b"\x89PNG"));
+        assert_eq!(&enc(OutputFormat::Avif)[4..12], b"ftypavif");
     }
 }

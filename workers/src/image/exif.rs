@@ -1,25 +1,56 @@
-//! The few EXIF facts worth keeping: camera make and model, and when the picture was taken.
+//! The few EXIF facts worth keeping: orientation, camera make and model, when the picture was taken, and (only
+//! when the profile asks) where.
 //!
-//! GPS and every other tag are deliberately not read: outputs never carry metadata, and the report only says
-//! what a gallery would show. Missing or malformed EXIF is not an error; the fields are simply absent.
+//! Outputs never carry metadata; the report only says what a gallery would show. A JPEG whose EXIF block is
+//! malformed is refused as `corrupt_media` (issue 4 treats it as hostile input); in other containers EXIF is
+//! optional decoration, so a missing or unreadable block simply leaves the fields out.
 
-use std::fs::File;
-use std::io::BufReader;
-use std::path::Path;
+use std::io::{BufRead, Cursor, Seek};
 
-use exif::{In, Tag, Value};
+use exif::{Exif, In, Tag, Value};
+use mediafleet_proto::ErrorCode;
 use serde_json::{Map, Value as Json};
 
-/// Camera facts from the EXIF block of `path`, as report metadata: `camera_make`, `camera_model` and
-/// `captured_at` (ISO 8601, with the offset when the file records one).
-pub fn camera(path: &Path) -> Map<String, Json> {
+use crate::MediaError;
+
+/// Parsed EXIF of an original, `None` when it has none.
+pub fn read(data: &[u8]) -> Option<Result<Exif, exif::Error>> {
+    match exif::Reader::new().read_from_container(&mut Cursor::new(data)) {
+        Err(exif::Error::NotFound(_)) => None,
+        other => Some(other),
+    }
+}
+
+/// The EXIF of a PNG, WebP or TIFF container; absent and unreadable blocks are both `None`.
+pub fn read_from(mut r: impl BufRead + Seek) -> Option<Exif> {
+    exif::Reader::new().read_from_container(&mut r).ok()
+}
+
+/// The EXIF of a JPEG: absent is fine, malformed is `corrupt_media`.
+pub fn read_jpeg(data: &[u8]) -> Result<Option<Exif>, MediaError> {
+    match read(data) {
+        None => Ok(None),
+        Some(Ok(e)) => Ok(Some(e)),
+        Some(Err(e)) => Err(MediaError::new(
+            ErrorCode::CorruptMedia,
+            format!("the JPEG's EXIF block is malformed: {e}"),
+        )),
+    }
+}
+
+/// EXIF orientation, 1–8 (1 when absent or out of range).
+pub fn orientation(exif: &Exif) -> u8 {
+    exif.get_field(Tag::Orientation, In::PRIMARY)
+        .and_then(|f| f.value.get_uint(0))
+        .filter(|o| (1..=8).contains(o))
+        .map_or(1, |o| o as u8)
+}
+
+/// Camera facts as report metadata: `camera_make`, `camera_model`, `captured_at` (ISO 8601, with the offset
+/// when the file records one) and, when `keep_gps`, `gps_latitude`/`gps_longitude` (signed degrees) and
+/// `gps_altitude` (metres).
+pub fn facts(exif: &Exif, keep_gps: bool) -> Map<String, Json> {
     let mut out = Map::new();
-    let Ok(file) = File::open(path) else {
-        return out;
-    };
-    let Ok(exif) = exif::Reader::new().read_from_container(&mut BufReader::new(file)) else {
-        return out;
-    };
     let text = |tag| {
         exif.get_field(tag, In::PRIMARY)
             .and_then(|f| ascii(&f.value))
@@ -35,7 +66,45 @@ pub fn camera(path: &Path) -> Map<String, Json> {
     {
         out.insert("captured_at".into(), at.into());
     }
+    if keep_gps {
+        let coord = |tag, reference, negative: &str| {
+            let v = degrees(&exif.get_field(tag, In::PRIMARY)?.value)?;
+            let sign = if text(reference).as_deref() == Some(negative) {
+                -1.0
+            } else {
+                1.0
+            };
+            Some(sign * v)
+        };
+        if let (Some(lat), Some(lon)) = (
+            coord(Tag::GPSLatitude, Tag::GPSLatitudeRef, "S"),
+            coord(Tag::GPSLongitude, Tag::GPSLongitudeRef, "W"),
+        ) {
+            out.insert("gps_latitude".into(), lat.into());
+            out.insert("gps_longitude".into(), lon.into());
+            if let Some(Value::Rational(r)) = exif
+                .get_field(Tag::GPSAltitude, In::PRIMARY)
+                .map(|f| &f.value)
+            {
+                if let Some(alt) = r.first().filter(|r| r.denom != 0) {
+                    out.insert("gps_altitude".into(), alt.to_f64().into());
+                }
+            }
+        }
+    }
     out
+}
+
+/// Degrees, minutes, seconds → decimal degrees.
+fn degrees(v: &Value) -> Option<f64> {
+    let Value::Rational(parts) = v else {
+        return None;
+    };
+    if parts.len() < 3 || parts.iter().any(|r| r.denom == 0) {
+        return None;
+    }
+    let d = parts[0].to_f64() + parts[1].to_f64() / 60.0 + parts[2].to_f64() / 3600.0;
+    (d.is_finite() && d <= 180.0).then_some((d * 1e7).round() / 1e7)
 }
 
 fn ascii(v: &Value) -> Option<String> {
@@ -74,5 +143,18 @@ mod tests {
             Some("2024-05-17T10:30:00+02:00")
         );
         assert_eq!(iso8601("    :  :     :  :  ", None), None);
+    }
+
+    #[test]
+    fn gps_only_on_request() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+        let data = std::fs::read(dir.join("gps.jpg")).unwrap();
+        let exif = read_jpeg(&data).unwrap().unwrap();
+        assert!(!facts(&exif, false).contains_key("gps_latitude"));
+        let with = facts(&exif, true);
+        let lat = with["gps_latitude"].as_f64().unwrap();
+        let lon = with["gps_longitude"].as_f64().unwrap();
+        assert!((lat - 52.370_138_9).abs() < 1e-6, "{lat}");
+        assert!((lon - 4.891_736_1).abs() < 1e-6, "{lon}");
     }
 }

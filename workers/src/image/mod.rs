@@ -1,21 +1,33 @@
 //! Image renditions: decode, resize, encode, hash.
 //!
 //! - [`pipeline`]: the whole image job, `run(input, profile, limits, out_dir) -> Report`.
-//! - [`decode`]: header limits, then pixels, then EXIF orientation (first frame of animations).
-//! - [`jpeg`]: JPEG completeness (the decoder hides truncation).
+//! - [`decode`]: header limits, then pixels (shrunk on load), ICC → sRGB, EXIF orientation (first frame of
+//!   animations).
+//! - [`turbo`]: JPEG through libjpeg-turbo: DCT-scaled decode, CMYK, ICC segments, fast encode.
+//! - [`avif`]: AVIF input through FFmpeg (ffmpeg-next).
+//! - [`icc`]: embedded ICC profiles → sRGB with lcms2.
+//! - [`jpeg`]: JPEG completeness (decoders hide truncation).
 //! - [`frames`]: frame counts from container structure, for the animation limits.
-//! - [`resize`]: output sizes (`contain`, `cover`, no upscaling) and Lanczos3 resampling.
+//! - [`resize`]: output sizes (`contain`, `cover`, no upscaling) and Lanczos3 resampling, linear light when it
+//!   matters.
+//! - [`crop`]: where a `cover` window goes (centre, entropy, attention).
 //! - [`cascade`]: largest-first rendering that reuses earlier outputs with 2× headroom.
-//! - [`encode`]: WebP (libwebp, lossy), JPEG and PNG, with no metadata.
+//! - [`anim`]: animated WebP renditions of animated originals.
+//! - [`encode`]: WebP (libwebp, lossy), JPEG (libjpeg-turbo), PNG and AVIF (ravif), with no metadata.
 //! - [`hash`]: BlurHash and ThumbHash placeholders.
-//! - [`exif`]: camera make, model and capture time (never GPS).
+//! - [`exif`]: orientation, camera make and model, capture time (GPS only when the profile asks).
 
+pub mod anim;
+pub mod avif;
 pub mod cascade;
+pub mod crop;
 pub mod decode;
 pub mod encode;
 pub mod exif;
 pub mod frames;
 pub mod hash;
+pub mod icc;
 pub mod jpeg;
 pub mod pipeline;
 pub mod resize;
+pub mod turbo;

@@ -1,4 +1,5 @@
-//! The image pipeline: decode once, render every rendition largest-first, encode, write, hash.
+//! The image pipeline: plan every rendition, decode once (shrunk on load as far as the largest rendition
+//! allows), render largest-first, encode, write, hash.
 
 use std::path::Path;
 
@@ -6,10 +7,10 @@ use image::GenericImageView;
 use mediafleet_proto::{Fit, MediaKind, OutputFormat, Profile, RenditionSpec};
 use serde_json::{Map, Value};
 
-use super::cascade::{largest_first, Cascade};
-use super::decode::{decode, format_name, Decoded};
+use super::cascade::{largest_first, Cascade, HEADROOM};
+use super::decode::{decode, format_name, Decoded, Request};
 use super::resize::{plan, Target};
-use super::{encode, exif, hash};
+use super::{anim, crop, encode, hash};
 use crate::output::{self, Output};
 use crate::{Limits, MediaError, Report};
 
@@ -20,33 +21,64 @@ pub fn run(
     limits: &Limits,
     out_dir: &Path,
 ) -> Result<Report, MediaError> {
-    let decoded = decode(input, limits)?;
-    let mut metadata = metadata(&decoded);
-    if matches!(
-        format_name(decoded.format),
-        "jpeg" | "tiff" | "webp" | "png"
-    ) {
-        metadata.extend(exif::camera(input));
-    }
-    let mut cascade = Cascade::new(decoded.image, decoded.has_alpha);
-    let (w, h) = cascade.base().dimensions();
+    let placeholder = placeholder_spec();
+    let need = |w: u32, h: u32| {
+        profile
+            .image
+            .iter()
+            .chain(std::iter::once(&placeholder))
+            .map(|s| needed(&plan(w, h, s)))
+            .fold((1.0f64, 1.0f64), |a, b| (a.0.max(b.0), a.1.max(b.1)))
+    };
+    let decoded = decode(
+        input,
+        &Request {
+            limits,
+            keep_gps: profile.keep_gps,
+            need: &need,
+        },
+    )?;
+    let metadata = metadata(&decoded);
+    let (w, h) = decoded.full;
+    let (format, has_alpha, frames) = (decoded.format, decoded.has_alpha, decoded.frames);
+    let mut cascade = Cascade::new(decoded.image, has_alpha);
 
-    let targets: Vec<Target> = profile.image.iter().map(|s| plan(w, h, s)).collect();
+    let targets: Vec<Target> = profile
+        .image
+        .iter()
+        .map(|s| {
+            let mut t = plan(w, h, s);
+            if s.fit == Fit::Cover {
+                t.crop = crop::place(cascade.base(), t.crop[2], t.crop[3], s.crop);
+            }
+            t
+        })
+        .collect();
     let mut renditions = vec![None; targets.len()];
     for i in largest_first(&targets) {
         let spec = &profile.image[i];
-        let img = cascade.render(&targets[i])?;
-        let bytes = encode::encode(&img, spec.format, spec.quality)?;
+        let format_out = if spec.png_if_alpha && has_alpha {
+            OutputFormat::Png
+        } else {
+            spec.format
+        };
+        let (bytes, size) = if spec.animated && frames > 1 && format_out == OutputFormat::Webp {
+            let t = &targets[i];
+            let bytes = anim::webp(input, format, t, spec.quality, cascade.scaler())?;
+            (bytes, (t.width, t.height))
+        } else {
+            let img = cascade.render(&targets[i])?;
+            let bytes = encode::encode(&img, format_out, spec.quality, spec.speed)?;
+            (bytes, img.dimensions())
+        };
         renditions[i] = Some(output::write(
             out_dir,
-            describe(spec, img.dimensions()),
+            describe(spec, format_out, size),
             &bytes,
         )?);
     }
 
-    let small = cascade
-        .render(&plan(w, h, &placeholder_spec()))?
-        .into_rgba8();
+    let small = cascade.render(&plan(w, h, &placeholder))?.into_rgba8();
     Ok(Report {
         kind: Some(MediaKind::Image),
         status: "ready".into(),
@@ -58,11 +90,20 @@ pub fn run(
     })
 }
 
-fn describe(spec: &RenditionSpec, (w, h): (u32, u32)) -> Output<'_> {
+/// The smallest source (in original-frame pixels) `t` can be made from with headroom: its crop region must
+/// still be [`HEADROOM`]× the output on both sides.
+fn needed(t: &Target) -> (f64, f64) {
+    (
+        HEADROOM * f64::from(t.width) / t.crop[2],
+        HEADROOM * f64::from(t.height) / t.crop[3],
+    )
+}
+
+fn describe(spec: &RenditionSpec, format: OutputFormat, (w, h): (u32, u32)) -> Output<'_> {
     Output {
         name: &spec.name,
-        file: format!("{}.{}", spec.name, spec.format.extension()),
-        content_type: spec.format.content_type(),
+        file: format!("{}.{}", spec.name, format.extension()),
+        content_type: format.content_type(),
         size: Some((w, h)),
         duration_seconds: None,
     }
@@ -70,25 +111,25 @@ fn describe(spec: &RenditionSpec, (w, h): (u32, u32)) -> Output<'_> {
 
 /// The ≤ 100×100 copy the placeholder hashes are computed from.
 fn placeholder_spec() -> RenditionSpec {
-    RenditionSpec {
-        name: "placeholder".into(),
-        max_width: hash::MAX_SIDE,
-        max_height: hash::MAX_SIDE,
-        format: OutputFormat::Png,
-        quality: 100,
-        fit: Fit::Contain,
-        upscale: false,
-    }
+    RenditionSpec::new(
+        "placeholder",
+        hash::MAX_SIDE,
+        hash::MAX_SIDE,
+        OutputFormat::Png,
+    )
 }
 
 fn metadata(d: &Decoded) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("width".into(), d.image.width().into());
-    m.insert("height".into(), d.image.height().into());
+    m.insert("width".into(), d.full.0.into());
+    m.insert("height".into(), d.full.1.into());
     m.insert("format".into(), format_name(d.format).into());
     m.insert("orientation".into(), d.orientation.into());
     m.insert("has_alpha".into(), d.has_alpha.into());
     m.insert("animated".into(), (d.frames > 1).into());
     m.insert("frames".into(), d.frames.into());
+    m.insert("icc_converted".into(), d.icc_converted.into());
+    m.insert("decode_shrink".into(), d.shrink.into());
+    m.extend(d.exif.clone());
     m
 }

@@ -5,7 +5,9 @@
 //! fast_image_resize (Lanczos3, alpha premultiplied internally so transparent edges do not bleed dark fringes)
 //! and keeps one `Resizer` so its buffers are reused across renditions.
 
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{
+    create_srgb_mapper, FilterType, PixelComponentMapper, ResizeAlg, ResizeOptions, Resizer,
+};
 use image::{DynamicImage, GenericImageView};
 use mediafleet_proto::{ErrorCode, Fit, RenditionSpec};
 
@@ -20,7 +22,13 @@ pub struct Target {
     pub height: u32,
     /// Source region as fractions of the frame: left, top, width, height (`[0, 0, 1, 1]` is the whole frame).
     pub crop: [f64; 4],
+    /// Resample in linear light: forced on or off, or (`None`) automatic, see [`AUTO_LINEAR_RATIO`].
+    pub linear: Option<bool>,
 }
+
+/// Shrink factor from which resampling switches to linear light when the rendition does not say: averaging 3 or
+/// more source pixels per output pixel in gamma space visibly darkens fine bright detail (text, foliage, stars).
+pub const AUTO_LINEAR_RATIO: f64 = 3.0;
 
 impl Target {
     /// Whether the target shows the whole frame (it can then seed smaller renditions).
@@ -63,6 +71,7 @@ pub fn plan(w: u32, h: u32, spec: &RenditionSpec) -> Target {
                 width: px(fw * scale),
                 height: px(fh * scale),
                 crop: FULL,
+                linear: spec.linear,
             }
         }
         Fit::Cover => {
@@ -78,18 +87,25 @@ pub fn plan(w: u32, h: u32, spec: &RenditionSpec) -> Target {
                 width: ow,
                 height: oh,
                 crop: [(1.0 - cw) / 2.0, (1.0 - ch) / 2.0, cw, ch],
+                linear: spec.linear,
             }
         }
     }
+}
+
+fn failed(e: impl std::fmt::Display) -> MediaError {
+    MediaError::new(ErrorCode::Internal, format!("resize failed: {e}"))
 }
 
 fn px(v: f64) -> u32 {
     (v.round() as u32).max(1)
 }
 
-/// A reusable resampler.
+/// A reusable resampler: one `Resizer` (its convolution buffers are reused across renditions) and, once
+/// needed, the sRGB ↔ linear lookup tables.
 pub struct Scaler {
     resizer: Resizer,
+    srgb: Option<PixelComponentMapper>,
 }
 
 impl Default for Scaler {
@@ -103,6 +119,7 @@ impl Scaler {
     pub fn new() -> Self {
         Scaler {
             resizer: Resizer::new(),
+            srgb: None,
         }
     }
 
@@ -126,13 +143,29 @@ impl Scaler {
                 target.height,
             ));
         }
-        let mut dst = DynamicImage::new(target.width, target.height, src.color());
         let options = ResizeOptions::new()
             .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
             .crop(l, t, cw, ch);
+        let ratio = (cw / f64::from(target.width)).max(ch / f64::from(target.height));
+        let mut dst = DynamicImage::new(target.width, target.height, src.color());
+        if !target.linear.unwrap_or(ratio >= AUTO_LINEAR_RATIO) {
+            self.resizer
+                .resize(src, &mut dst, &options)
+                .map_err(failed)?;
+            return Ok(dst);
+        }
+        let wide = |w, h| match src.color().has_alpha() {
+            true => DynamicImage::new_rgba16(w, h),
+            false => DynamicImage::new_rgb16(w, h),
+        };
+        let srgb = self.srgb.get_or_insert_with(create_srgb_mapper);
+        let mut linear_src = wide(sw, sh);
+        srgb.forward_map(src, &mut linear_src).map_err(failed)?;
+        let mut linear_dst = wide(target.width, target.height);
         self.resizer
-            .resize(src, &mut dst, &options)
-            .map_err(|e| MediaError::new(ErrorCode::Internal, format!("resize failed: {e}")))?;
+            .resize(&linear_src, &mut linear_dst, &options)
+            .map_err(failed)?;
+        srgb.backward_map(&linear_dst, &mut dst).map_err(failed)?;
         Ok(dst)
     }
 }
@@ -144,13 +177,9 @@ mod tests {
 
     fn spec(w: u32, h: u32, fit: Fit, upscale: bool) -> RenditionSpec {
         RenditionSpec {
-            name: "t".into(),
-            max_width: w,
-            max_height: h,
-            format: OutputFormat::Webp,
-            quality: 80,
             fit,
             upscale,
+            ..RenditionSpec::new("t", w, h, OutputFormat::Webp)
         }
     }
 

@@ -1,0 +1,50 @@
+//! `DELETE /v1/media/{id}`: removes the original, the renditions and the cached object; the row stays as
+//! `deleted` (the stable routes then answer 404). Repeating it is harmless.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::media::parse_id;
+use super::{ApiError, AppState};
+use crate::storage::keys;
+
+/// `DELETE /v1/media/{id}`.
+pub async fn remove(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let row = st
+        .records
+        .media_primary(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("media {id} not found")))?;
+    // The row first, so no worker starts on it; then the objects (a retry of DELETE finishes a partial one).
+    st.records.mark_deleted(&id, None).await?;
+    if let (Some(direct), Some(upload_id)) = (
+        st.store.direct_uploads(),
+        st.records.upload_state(&id).await?.and_then(|s| s.0),
+    ) {
+        let _ = direct.abort_multipart(&row.source_key, &upload_id).await;
+    }
+    st.store.delete(&row.source_key).await?;
+    st.store
+        .delete_prefix(&keys::media_prefix(&st.settings.prefix, &id))
+        .await?;
+    if let Some(cache) = st.reader.cache() {
+        if let Err(e) = crate::media_object::warm::warm_one(
+            &st.records,
+            cache,
+            &id,
+            st.settings.public_url.as_deref(),
+        )
+        .await
+        {
+            tracing::warn!(media_id = %id, error = %e, "could not refresh the cached object after delete");
+        }
+    }
+    tracing::info!(media_id = %id, "media deleted");
+    Ok((StatusCode::OK, Json(json!({"id": id, "status": "deleted"}))))
+}

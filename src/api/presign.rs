@@ -1,0 +1,338 @@
+//! Direct-to-S3 uploads: `POST /v1/uploads/presign` and `POST /v1/uploads/{id}/complete`.
+//!
+//! Presign creates the media as `uploading` with a server-made key and answers either one presigned PUT or,
+//! above `[uploads] multipart_threshold`, a multipart upload with a presigned URL per part. `complete`
+//! assembles the parts (multipart) or checks the object exists (single PUT), then commits the
+//! `media.validate` job; only a validated original enters processing. A direct upload never completed is
+//! expired by the relay's sweep after `[uploads] expire_after`.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use mediafleet_proto::envelope::MediaValidate;
+use mediafleet_proto::{Envelope, Job, MediaKind};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::media::parse_id;
+use super::{idempotency, ApiError, AppState};
+use crate::db::{now_ms, IdempotencyClaim, Inserted, MediaRow, NewMedia, OutboxJob, UploadExtra};
+use crate::storage::direct::{CompletedPart, DirectUpload};
+use crate::storage::keys;
+
+/// S3's part-count limit.
+const MAX_PARTS: u64 = 10_000;
+
+/// The presign request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresignRequest {
+    /// Client file name (kept as metadata; never a storage key).
+    pub filename: String,
+    /// Declared MIME type (`image/*`, `video/*`, `audio/*`); checked again by content after upload.
+    pub content_type: String,
+    /// Declared size; the upload must match it exactly.
+    pub bytes: u64,
+    /// Profile name.
+    pub profile: Option<String>,
+    /// The client's own id.
+    pub external_id: Option<String>,
+    /// Webhook target.
+    pub callback_url: Option<String>,
+}
+
+fn direct(st: &AppState) -> Result<&dyn DirectUpload, ApiError> {
+    st.store.direct_uploads().ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "direct uploads need S3 storage, and this server stores originals on {} storage; \
+             POST the file to /v1/uploads instead",
+            st.store.backend()
+        ))
+    })
+}
+
+fn declared_kind(content_type: &str) -> Result<MediaKind, ApiError> {
+    match content_type.split('/').next().unwrap_or_default() {
+        "image" => Ok(MediaKind::Image),
+        "video" => Ok(MediaKind::Video),
+        "audio" => Ok(MediaKind::Audio),
+        _ => Err(ApiError::unsupported(format!(
+            "content_type {content_type:?} is not an image, video or audio type"
+        ))),
+    }
+}
+
+/// `POST /v1/uploads/presign`.
+pub async fn presign(
+    State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: PresignRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid presign request: {e}")))?;
+    let direct = direct(&st)?;
+    let kind = declared_kind(&req.content_type)?;
+    let limit = match kind {
+        MediaKind::Image => st.settings.limits.image_bytes,
+        _ => st.settings.limits.video_bytes,
+    };
+    if req.bytes == 0 {
+        return Err(ApiError::bad_request("bytes must be greater than 0"));
+    }
+    if req.bytes > limit {
+        return Err(ApiError::too_large(format!(
+            "{} bytes is over the {limit}-byte limit for {} uploads",
+            req.bytes,
+            kind.as_str()
+        )));
+    }
+    let profile = req.profile.clone().unwrap_or_else(|| "default".into());
+    if !st.settings.profiles.contains_key(&profile) {
+        return Err(ApiError::bad_request(format!(
+            "unknown profile {profile:?}"
+        )));
+    }
+    if let Some(cb) = &req.callback_url {
+        st.uploads
+            .webhooks
+            .check_url(cb)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    let up = &st.uploads.settings;
+    let multipart = req.bytes > up.multipart_threshold;
+    let parts = req.bytes.div_ceil(up.part_size);
+    if multipart && parts > MAX_PARTS {
+        return Err(ApiError::too_large(
+            "the upload would need more than 10,000 parts",
+        ));
+    }
+    let size = req.bytes.to_string();
+    let idem = idempotency::key(&headers)?.map(|key| IdempotencyClaim {
+        scope: caller
+            .map(|c| c.0.scope().to_owned())
+            .unwrap_or_else(|| "anonymous".into()),
+        key,
+        fingerprint: idempotency::fingerprint(&[
+            Some("presign"),
+            Some(&req.filename),
+            Some(&req.content_type),
+            Some(&size),
+            Some(&profile),
+            req.external_id.as_deref(),
+            req.callback_url.as_deref(),
+        ]),
+    });
+    if let Some(c) = &idem {
+        if let Some(earlier) = st.records.idempotency(&c.scope, &c.key).await? {
+            let id = idempotency::replayed(earlier, &c.fingerprint)?;
+            return answer_for(&st, &id).await.map(Json);
+        }
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let source_key = keys::original(&st.settings.prefix, &id);
+    let upload_id = if multipart {
+        Some(
+            direct
+                .create_multipart(&source_key, &req.content_type)
+                .await?,
+        )
+    } else {
+        None
+    };
+    let media = NewMedia {
+        id: id.clone(),
+        kind: kind.as_str().into(),
+        profile,
+        source_key,
+        filename: Some(req.filename),
+        content_type: req.content_type,
+        bytes: i64::try_from(req.bytes).unwrap_or(i64::MAX),
+        sha256: String::new(),
+        external_id: req.external_id,
+    };
+    let expires = now_ms() + i64::try_from(up.expire_after.as_millis()).unwrap_or(i64::MAX / 4);
+    let extra = UploadExtra {
+        status: "uploading",
+        callback_url: req.callback_url,
+        upload_id,
+        upload_expires_at: Some(expires),
+    };
+    match st
+        .records
+        .insert_upload(&media, &extra, idem.as_ref(), None)
+        .await?
+    {
+        Inserted::Created(_) => answer_for(&st, &id).await.map(Json),
+        Inserted::Replay {
+            media_id,
+            fingerprint,
+        } => {
+            if let Some(u) = &extra.upload_id {
+                let _ = direct.abort_multipart(&media.source_key, u).await;
+            }
+            let fp = idem.map(|c| c.fingerprint).unwrap_or_default();
+            let id = idempotency::replayed((media_id, fingerprint), &fp)?;
+            answer_for(&st, &id).await.map(Json)
+        }
+    }
+}
+
+/// The presign answer for a media: fresh URLs while it is `uploading`, else its id and status.
+async fn answer_for(st: &AppState, id: &str) -> Result<Value, ApiError> {
+    let row = st
+        .records
+        .media_primary(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("media {id} not found")))?;
+    let (upload_id, completed) = st.records.upload_state(id).await?.unwrap_or((None, None));
+    if row.status != "uploading" || completed.is_some() {
+        return Ok(json!({"id": id, "status": row.status}));
+    }
+    let direct = direct(st)?;
+    let ttl = st.settings.presign_ttl;
+    match upload_id {
+        None => {
+            let p = direct
+                .presign_put(&row.source_key, &row.content_type, ttl)
+                .await?;
+            let headers: serde_json::Map<String, Value> = p
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            Ok(json!({"id": id, "status": "uploading",
+                "upload": {"method": p.method, "url": p.url, "headers": headers}}))
+        }
+        Some(upload_id) => multipart_answer(st, direct, &row, &upload_id, ttl).await,
+    }
+}
+
+async fn multipart_answer(
+    st: &AppState,
+    direct: &dyn DirectUpload,
+    row: &MediaRow,
+    upload_id: &str,
+    ttl: Duration,
+) -> Result<Value, ApiError> {
+    let part_size = st.uploads.settings.part_size;
+    let count = u64::try_from(row.bytes).unwrap_or(0).div_ceil(part_size);
+    let mut parts = Vec::new();
+    for n in 1..=count {
+        let number = i32::try_from(n).unwrap_or(i32::MAX);
+        let url = direct
+            .presign_part(&row.source_key, upload_id, number, ttl)
+            .await?;
+        parts.push(json!({"number": number, "url": url}));
+    }
+    Ok(json!({"id": row.id, "status": "uploading", "multipart": {
+        "upload_id": upload_id, "part_size": part_size, "parts": parts}}))
+}
+
+/// The complete request (multipart only; a single PUT sends nothing or `{}`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// The parts, with the `ETag` of each part's PUT.
+    #[serde(default)]
+    pub parts: Vec<PartRef>,
+}
+
+/// One part.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartRef {
+    /// 1-based part number.
+    pub number: i32,
+    /// The part's `ETag`.
+    pub etag: String,
+}
+
+/// `POST /v1/uploads/{id}/complete`.
+pub async fn complete(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let req: CompleteRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CompleteRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid complete request: {e}")))?
+    };
+    let row = st
+        .records
+        .media_primary(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("media {id} not found")))?;
+    let (upload_id, completed) = st.records.upload_state(&id).await?.unwrap_or((None, None));
+    let status = |s: &str| (StatusCode::ACCEPTED, Json(json!({"id": id, "status": s})));
+    if row.status != "uploading" || completed.is_some() {
+        // A repeated complete: nothing more to do.
+        return Ok(status(&row.status));
+    }
+    let direct = direct(&st)?;
+    match upload_id {
+        Some(upload_id) => {
+            if req.parts.is_empty() {
+                return Err(ApiError::bad_request(
+                    "this is a multipart upload: send {\"parts\":[{\"number\",\"etag\"}, …]}",
+                ));
+            }
+            let parts: Vec<CompletedPart> = req
+                .parts
+                .into_iter()
+                .map(|p| CompletedPart {
+                    number: p.number,
+                    etag: p.etag,
+                })
+                .collect();
+            if let Err(e) = direct
+                .complete_multipart(&row.source_key, &upload_id, &parts)
+                .await
+            {
+                // A racing complete may have finished it: then the object exists.
+                if st.store.head(&row.source_key).await.is_err() {
+                    return Err(match e {
+                        crate::storage::StoreError::Refused(m) => ApiError::bad_request(format!(
+                            "the parts do not complete the upload: {m}"
+                        )),
+                        other => other.into(),
+                    });
+                }
+            }
+        }
+        None => {
+            if let Err(e) = st.store.head(&row.source_key).await {
+                return Err(match e {
+                    crate::storage::StoreError::NotFound(_) => ApiError::bad_request(
+                        "nothing was uploaded yet: PUT the file to the presigned URL first",
+                    ),
+                    other => other.into(),
+                });
+            }
+        }
+    }
+    let media_id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::not_found("bad id"))?;
+    let env = Envelope::new(
+        media_id,
+        &Job::MediaValidate(MediaValidate {
+            source_key: row.source_key.clone(),
+            declared_bytes: u64::try_from(row.bytes).unwrap_or(0),
+            profile: row.profile.clone(),
+        }),
+    );
+    if st
+        .records
+        .complete_upload(&id, &OutboxJob::new("image", &env))
+        .await?
+    {
+        st.uploads.committed();
+    }
+    Ok(status("uploading"))
+}

@@ -1,0 +1,20 @@
+//! Publishing `cache.warm` jobs. Used wherever a media's status changes (worker runtime, api deletes,
+//! ops replays), so it sits below all of them.
+
+use mediafleet_proto::envelope::CacheWarm;
+use mediafleet_proto::{Envelope, Job};
+
+use crate::queue::{JobClass, JobQueue, QueueError};
+
+/// Publishes a `cache.warm` job for `media_id` at `version` on the `cache` class.
+pub async fn publish_warm(
+    queue: &dyn JobQueue,
+    media_id: &str,
+    version: i64,
+) -> Result<(), QueueError> {
+    let id = uuid::Uuid::parse_str(media_id)
+        .map_err(|e| QueueError::Config(format!("media id {media_id:?} is not a UUID: {e}")))?;
+    let env = Envelope::new(id, &Job::CacheWarm(CacheWarm { version }));
+    let class = JobClass::new("cache")?;
+    queue.publish(&class, &env.to_bytes()).await
+}

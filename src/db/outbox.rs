@@ -1,0 +1,195 @@
+//! The transactional outbox: jobs written in the same transaction as the state change they announce, and
+//! published later by the relay (`crate::relay`).
+//!
+//! A relay claims rows with a lease (`claimed_until`). On Postgres the claim skips rows another relay has
+//! locked (`FOR UPDATE SKIP LOCKED`); on SQLite the single writer makes the `UPDATE … RETURNING` claim atomic
+//! by itself. Either way a row is published by one relay at a time, and a relay that dies mid-publish hands its
+//! rows back when the lease ends. A publish that succeeded but was not marked sent is published again: jobs are
+//! idempotent, so the effect happens once.
+
+use std::time::Duration;
+
+use sqlx::{AnyConnection, Row};
+
+use super::{now_ms, DbError, Records};
+
+/// A job to be written to the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxJob {
+    /// Queue class (`image`, `notify`, …).
+    pub class: String,
+    /// The envelope, as published.
+    pub body: Vec<u8>,
+    /// The media the job is about (for operators).
+    pub media_id: Option<String>,
+}
+
+/// A claimed outbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// Row id.
+    pub id: String,
+    /// Queue class.
+    pub class: String,
+    /// The envelope.
+    pub body: String,
+    /// Publish attempts so far, this one included.
+    pub attempts: i64,
+}
+
+impl OutboxJob {
+    /// A `media.process` job for a media of `kind` (images on `image`, video and audio on `video`).
+    pub fn media_process(
+        id: uuid::Uuid,
+        source_key: &str,
+        profile: &str,
+        kind: mediafleet_proto::MediaKind,
+    ) -> Self {
+        use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, MediaKind};
+        let env = Envelope::new(
+            id,
+            &Job::MediaProcess(MediaProcess {
+                source_key: source_key.to_owned(),
+                profile: profile.to_owned(),
+            }),
+        );
+        OutboxJob {
+            class: match kind {
+                MediaKind::Image => "image",
+                MediaKind::Video | MediaKind::Audio => "video",
+            }
+            .into(),
+            body: env.to_bytes(),
+            media_id: Some(id.to_string()),
+        }
+    }
+
+    /// Any job, on `class`.
+    pub fn new(class: &str, env: &mediafleet_proto::Envelope) -> Self {
+        OutboxJob {
+            class: class.to_owned(),
+            body: env.to_bytes(),
+            media_id: Some(env.media_id.to_string()),
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// Writes `job` on `conn`, which is expected to be inside the caller's transaction.
+pub async fn insert_outbox(conn: &mut AnyConnection, job: &OutboxJob) -> Result<(), DbError> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO outbox (id, class, body, media_id, attempts, available_at, claimed_until, created_at) \
+         VALUES ($1, $2, $3, $4, 0, $5, 0, $5)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(&job.class)
+    .bind(String::from_utf8_lossy(&job.body).into_owned())
+    .bind(&job.media_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl Records {
+    /// Whether the write pool is Postgres (which has `SKIP LOCKED`).
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    /// Writes one outbox row in a transaction of its own.
+    pub async fn enqueue(&self, job: &OutboxJob) -> Result<(), DbError> {
+        let mut conn = self.write.acquire().await?;
+        insert_outbox(&mut conn, job).await
+    }
+
+    /// Claims up to `limit` due rows for `lease`.
+    pub async fn claim_outbox(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<OutboxRow>, DbError> {
+        let now = now_ms();
+        let lock = if self.postgres {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE outbox SET claimed_until = $1, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND available_at <= $2 \
+                          AND claimed_until < $2 ORDER BY available_at LIMIT $3 {lock}) \
+             AND sent_at IS NULL AND claimed_until < $2 \
+             RETURNING id, class, body, attempts"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now + ms(lease))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.write)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    class: r.try_get("class")?,
+                    body: r.try_get("body")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    /// The broker confirmed the row: it will not be published again.
+    pub async fn mark_sent(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE outbox SET sent_at = $2, last_error = NULL WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The publish failed: try again after `delay`.
+    pub async fn release_outbox(
+        &self,
+        id: &str,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE outbox SET claimed_until = 0, available_at = $2, last_error = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms() + ms(delay))
+        .bind(error)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes rows sent more than `age` ago; returns how many.
+    pub async fn purge_sent(&self, age: Duration) -> Result<u64, DbError> {
+        Ok(
+            sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+                .bind(now_ms() - ms(age))
+                .execute(&self.write)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Rows not yet sent (for status and tests).
+    pub async fn outbox_pending(&self) -> Result<i64, DbError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                .fetch_one(&self.write)
+                .await?,
+        )
+    }
+}

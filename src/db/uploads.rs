@@ -1,0 +1,333 @@
+//! Upload writes that go with an outbox row, idempotency keys, and the sweeps the relay runs.
+//!
+//! Every state change that must lead to a job (an accepted upload, a completed direct upload, a validated
+//! one, a media that reached `ready` or `failed`) writes the job into the outbox in the same transaction, so
+//! a crash can never keep the change and lose the job.
+
+use sqlx::Row;
+
+use super::outbox::{insert_outbox, OutboxJob};
+use super::{now_ms, DbError, MediaRow, NewMedia, Records};
+
+/// Upload fields beyond [`NewMedia`].
+#[derive(Debug, Clone, Default)]
+pub struct UploadExtra {
+    /// `uploading` (direct upload) or `queued` (body received).
+    pub status: &'static str,
+    /// Where the webhook goes.
+    pub callback_url: Option<String>,
+    /// S3 multipart upload id.
+    pub upload_id: Option<String>,
+    /// When an unfinished direct upload expires (Unix ms).
+    pub upload_expires_at: Option<i64>,
+}
+
+/// An `Idempotency-Key` claim.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    /// Who asked (API key id, or `anonymous`).
+    pub scope: String,
+    /// The header value.
+    pub key: String,
+    /// Hash of what makes the request what it is.
+    pub fingerprint: String,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    /// A new media.
+    Created(Box<MediaRow>),
+    /// The idempotency key was used before: the media it made, and that request's fingerprint.
+    Replay {
+        /// The earlier media.
+        media_id: String,
+        /// The earlier request's fingerprint.
+        fingerprint: String,
+    },
+}
+
+const COLS: &str = "id, kind, status, profile, error_code, error_message, source_key, filename, content_type, \
+    bytes, sha256, external_id, metadata, blurhash, thumbhash, progress, version, processing_deadline, \
+    created_at, updated_at";
+
+impl Records {
+    /// The earlier use of an idempotency key, if any: (media id, fingerprint).
+    pub async fn idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>, DbError> {
+        let row = sqlx::query(
+            "SELECT media_id, fingerprint FROM idempotency WHERE scope = $1 AND key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&self.write)
+        .await?;
+        row.map(|r| Ok((r.try_get("media_id")?, r.try_get("fingerprint")?)))
+            .transpose()
+            .map_err(|e: sqlx::Error| DbError::from(e))
+    }
+
+    /// Inserts a media, its idempotency key and (optionally) its first job in one transaction.
+    pub async fn insert_upload(
+        &self,
+        m: &NewMedia,
+        extra: &UploadExtra,
+        idem: Option<&IdempotencyClaim>,
+        job: Option<&OutboxJob>,
+    ) -> Result<Inserted, DbError> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        if let Some(c) = idem {
+            let n = sqlx::query(
+                "INSERT INTO idempotency (scope, key, fingerprint, media_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, key) DO NOTHING",
+            )
+            .bind(&c.scope)
+            .bind(&c.key)
+            .bind(&c.fingerprint)
+            .bind(&m.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                tx.rollback().await?;
+                let (media_id, fingerprint) = self
+                    .idempotency(&c.scope, &c.key)
+                    .await?
+                    .ok_or_else(|| DbError::Invalid("idempotency row vanished".into()))?;
+                return Ok(Inserted::Replay {
+                    media_id,
+                    fingerprint,
+                });
+            }
+        }
+        sqlx::query(
+            "INSERT INTO media (id, kind, status, profile, source_key, filename, content_type, bytes, sha256, \
+             external_id, metadata, progress, version, created_at, updated_at, callback_url, upload_id, \
+             upload_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '{}', 0, 1, $11, $11, $12, $13, $14)",
+        )
+        .bind(&m.id)
+        .bind(&m.kind)
+        .bind(extra.status)
+        .bind(&m.profile)
+        .bind(&m.source_key)
+        .bind(&m.filename)
+        .bind(&m.content_type)
+        .bind(m.bytes)
+        .bind(&m.sha256)
+        .bind(&m.external_id)
+        .bind(now)
+        .bind(&extra.callback_url)
+        .bind(&extra.upload_id)
+        .bind(extra.upload_expires_at)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(job) = job {
+            insert_outbox(&mut tx, job).await?;
+        }
+        tx.commit().await?;
+        let row = self
+            .media_primary(&m.id)
+            .await?
+            .ok_or_else(|| DbError::Invalid(format!("media {} vanished after insert", m.id)))?;
+        Ok(Inserted::Created(Box::new(row)))
+    }
+
+    /// The S3 multipart upload id and completion time of a direct upload.
+    pub async fn upload_state(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Option<String>, Option<i64>)>, DbError> {
+        let row = sqlx::query("SELECT upload_id, upload_completed_at FROM media WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await?;
+        row.map(|r| Ok((r.try_get("upload_id")?, r.try_get("upload_completed_at")?)))
+            .transpose()
+            .map_err(|e: sqlx::Error| DbError::from(e))
+    }
+
+    /// Marks a direct upload complete and writes its validation job. False when it was already complete
+    /// (or is no longer `uploading`): a repeated `complete` enqueues nothing.
+    pub async fn complete_upload(&self, id: &str, job: &OutboxJob) -> Result<bool, DbError> {
+        let mut tx = self.write.begin().await?;
+        let n = sqlx::query(
+            "UPDATE media SET upload_completed_at = $2, version = version + 1, updated_at = $2 \
+             WHERE id = $1 AND status = 'uploading' AND upload_completed_at IS NULL",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_outbox(&mut tx, job).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// `uploading → queued` after validation, with the sniffed kind and type, and the processing job.
+    /// False when the media is no longer `uploading` (a repeated validation).
+    pub async fn upload_validated(
+        &self,
+        id: &str,
+        kind: &str,
+        content_type: &str,
+        bytes: i64,
+        job: &OutboxJob,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.write.begin().await?;
+        let n = sqlx::query(
+            "UPDATE media SET status = 'queued', kind = $2, content_type = $3, bytes = $4, \
+             upload_expires_at = NULL, version = version + 1, updated_at = $5 \
+             WHERE id = $1 AND status = 'uploading'",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(content_type)
+        .bind(bytes)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_outbox(&mut tx, job).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Media that reached `ready` or `failed` since their last announcement: (id, status, version,
+    /// callback_url), oldest first.
+    pub async fn unannounced(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i64, Option<String>)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, status, version, callback_url FROM media \
+             WHERE notified_version < version AND status IN ('ready', 'failed') \
+             ORDER BY updated_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("status")?,
+                    r.try_get("version")?,
+                    r.try_get("callback_url")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    /// Records that `version` of a media was announced, with its webhook job when there is one. The guard on
+    /// `notified_version` makes two relays announce a version once.
+    pub async fn announce(
+        &self,
+        id: &str,
+        version: i64,
+        job: Option<&OutboxJob>,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.write.begin().await?;
+        let n = sqlx::query(
+            "UPDATE media SET notified_version = $2 WHERE id = $1 AND notified_version < $2",
+        )
+        .bind(id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(job) = job {
+            insert_outbox(&mut tx, job).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Direct uploads past their expiry: (id, source_key, upload_id).
+    pub async fn expired_uploads(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, String, Option<String>)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, source_key, upload_id FROM media \
+             WHERE status = 'uploading' AND upload_expires_at < $1 ORDER BY upload_expires_at LIMIT $2",
+        )
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("source_key")?,
+                    r.try_get("upload_id")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    /// `any → deleted` (a deleted media stays a row until a purge). Returns the row as it was, or `None`
+    /// when it was missing or already deleted.
+    pub async fn mark_deleted(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<Option<MediaRow>, DbError> {
+        let before = self.media_primary(id).await?;
+        let n = sqlx::query(
+            "UPDATE media SET status = 'deleted', error_message = COALESCE($2, error_message), \
+             processing_deadline = NULL, upload_expires_at = NULL, version = version + 1, updated_at = $3 \
+             WHERE id = $1 AND status <> 'deleted'",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(if n == 0 { None } else { before })
+    }
+
+    /// A page of media, newest first: ids are UUIDv7, so `id < cursor` pages by creation time.
+    pub async fn list_media(
+        &self,
+        status: Option<&str>,
+        external_id: Option<&str>,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<MediaRow>, DbError> {
+        let sql = format!(
+            "SELECT {COLS} FROM media WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR external_id = $2) AND (CAST($3 AS TEXT) IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4"
+        );
+        Ok(sqlx::query_as::<_, MediaRow>(&sql)
+            .bind(status)
+            .bind(external_id)
+            .bind(cursor)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?)
+    }
+}

@@ -1,0 +1,301 @@
+//! `mediafleet fleet`: a local supervisor. Every poll it asks the [`Scaler`] how many workers each class
+//! wants, spawns `mediafleet worker --classes X` children to reach that count, drains surplus children with
+//! SIGTERM (the worker finishes or hands back its jobs within its drain timeout, then exits 0), and restarts
+//! crashed children with exponential backoff. Every action is logged with the inputs that caused it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::metrics::{self, METRICS};
+use super::scaler::Scaler;
+use super::signal::ClassSignal;
+use super::{observe, route, store, ScaleError};
+use crate::db::Records;
+
+/// How the fleet runs its children.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// The `mediafleet` executable.
+    pub exe: PathBuf,
+    /// Global flags passed through to every child (`--queue …`, `--config …`).
+    pub child_args: Vec<String>,
+    /// Jobs in flight per child, per class.
+    pub concurrency: BTreeMap<String, u32>,
+    /// Time a child gets after SIGTERM before it hands jobs back; the fleet waits this plus a margin.
+    pub drain_timeout: Duration,
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// A child that lives this long resets its class's crash count.
+    pub stable_after: Duration,
+    /// First and longest restart delay after a crash.
+    pub restart_backoff: (Duration, Duration),
+}
+
+struct Worker {
+    proc: Child,
+    pid: u32,
+    started: Instant,
+    /// When SIGTERM was sent.
+    draining: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Pool {
+    workers: Vec<Worker>,
+    crashes: u32,
+    not_before: Option<Instant>,
+}
+
+impl Pool {
+    fn running(&self) -> u32 {
+        self.workers.iter().filter(|w| w.draining.is_none()).count() as u32
+    }
+}
+
+/// Runs the fleet until `shutdown`, then drains every child.
+pub async fn run(
+    opts: FleetOptions,
+    mut scaler: Scaler,
+    records: Records,
+    shutdown: CancellationToken,
+) -> Result<(), ScaleError> {
+    let gpu_here = if scaler.classes().iter().any(|c| c == route::GPU_CLASS) {
+        route::nvenc_available().await
+    } else {
+        false
+    };
+    let mut pools: BTreeMap<String, Pool> = scaler
+        .classes()
+        .into_iter()
+        .map(|c| (c, Pool::default()))
+        .collect();
+    info!(classes = ?pools.keys().collect::<Vec<_>>(), poll = ?opts.poll_interval, "fleet starting");
+    loop {
+        for (class, pool) in pools.iter_mut() {
+            reap(&opts, class, pool);
+        }
+        let current: BTreeMap<String, u32> = pools
+            .iter()
+            .map(|(c, p)| (c.clone(), p.running()))
+            .collect();
+        match scaler.poll(&current).await {
+            Ok(signals) => {
+                let live = store::live_workers(&records, observe::PRESENCE_FRESH)
+                    .await
+                    .unwrap_or_default();
+                scaler.reroute(&signals, &live).await;
+                for s in &signals {
+                    if let Some(pool) = pools.get_mut(&s.class) {
+                        let gpu_blocked = s.class == route::GPU_CLASS && !gpu_here;
+                        reconcile(&opts, s, pool, gpu_blocked);
+                        METRICS.set(
+                            metrics::CURRENT_WORKERS,
+                            &s.class,
+                            f64::from(pool.running()),
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, code = e.code(), "scaler poll failed; keeping the current workers")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(opts.poll_interval) => {}
+        }
+    }
+    info!("fleet stopping: draining every worker");
+    for (class, pool) in pools.iter_mut() {
+        for w in pool.workers.iter_mut().filter(|w| w.draining.is_none()) {
+            terminate(class, w, "fleet shutdown");
+        }
+    }
+    let deadline = Instant::now() + opts.drain_timeout + Duration::from_secs(10);
+    for (class, pool) in pools.iter_mut() {
+        for w in pool.workers.iter_mut() {
+            match tokio::time::timeout_at(deadline, w.proc.wait()).await {
+                Ok(status) => info!(class, pid = w.pid, ?status, "worker drained"),
+                Err(_) => {
+                    warn!(
+                        class,
+                        pid = w.pid,
+                        "worker did not drain in time: killing it"
+                    );
+                    let _ = w.proc.kill().await;
+                }
+            }
+        }
+    }
+    info!("fleet stopped");
+    Ok(())
+}
+
+/// Collects exited children: a drained one is done; any other exit is a crash and arms the restart backoff.
+fn reap(opts: &FleetOptions, class: &str, pool: &mut Pool) {
+    let now = Instant::now();
+    let mut crashed = 0;
+    pool.workers.retain_mut(|w| match w.proc.try_wait() {
+        Ok(None) => {
+            if let Some(since) = w.draining {
+                if now.duration_since(since) > opts.drain_timeout + Duration::from_secs(10) {
+                    warn!(class, pid = w.pid, "worker exceeded its drain timeout: killing it");
+                    let _ = w.proc.start_kill();
+                }
+            }
+            true
+        }
+        Ok(Some(status)) => {
+            if w.draining.is_some() {
+                info!(class, pid = w.pid, %status, "worker drained and exited");
+            } else {
+                crashed += 1;
+                error!(class, pid = w.pid, %status, lived = ?now.duration_since(w.started), "worker crashed");
+            }
+            false
+        }
+        Err(e) => {
+            warn!(class, pid = w.pid, error = %e, "cannot poll worker; forgetting it");
+            false
+        }
+    });
+    if crashed > 0 {
+        pool.crashes += crashed;
+        let delay = restart_delay(opts.restart_backoff, pool.crashes);
+        pool.not_before = Some(now + delay);
+        warn!(class, crashes = pool.crashes, restart_in = ?delay, "restart backoff armed");
+    } else if pool.crashes > 0
+        && pool
+            .workers
+            .iter()
+            .any(|w| now.duration_since(w.started) >= opts.stable_after)
+    {
+        pool.crashes = 0;
+    }
+}
+
+/// The delay before restart number `n` (1-based), from `backon`.
+pub fn restart_delay((min, max): (Duration, Duration), n: u32) -> Duration {
+    let n = n.max(1) as usize;
+    ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_max_times(n)
+        .build()
+        .nth(n - 1)
+        .unwrap_or(max)
+}
+
+/// Moves the class's running count toward its desired count.
+fn reconcile(opts: &FleetOptions, s: &ClassSignal, pool: &mut Pool, gpu_blocked: bool) {
+    let running = pool.running();
+    let desired = if gpu_blocked { 0 } else { s.desired_workers };
+    let inputs = format!(
+        "ready={} in_flight={:?} delayed={} backlog_seconds={:.2} cost_seconds={:.3} desired={} running={}",
+        s.ready, s.in_flight, s.delayed, s.backlog_seconds, s.cost_seconds, s.desired_workers, running
+    );
+    if gpu_blocked && s.desired_workers > 0 {
+        info!(class = %s.class, %inputs, "no NVENC on this machine: no video-gpu workers here (jobs fall back)");
+    }
+    if desired > running {
+        if let Some(t) = pool.not_before {
+            if Instant::now() < t {
+                info!(class = %s.class, %inputs, wait = ?(t - Instant::now()), "scale-up held by restart backoff");
+                return;
+            }
+        }
+        for _ in running..desired {
+            match spawn(opts, &s.class) {
+                Ok(w) => {
+                    info!(class = %s.class, pid = w.pid, %inputs, "worker started");
+                    pool.workers.push(w);
+                }
+                Err(e) => {
+                    error!(class = %s.class, error = %e, "cannot start a worker");
+                    pool.crashes += 1;
+                    pool.not_before =
+                        Some(Instant::now() + restart_delay(opts.restart_backoff, pool.crashes));
+                    break;
+                }
+            }
+        }
+    } else if desired < running {
+        // Drain the newest first: the oldest are the warmest.
+        let mut surplus = running - desired;
+        for w in pool
+            .workers
+            .iter_mut()
+            .rev()
+            .filter(|w| w.draining.is_none())
+        {
+            if surplus == 0 {
+                break;
+            }
+            terminate(&s.class, w, &inputs);
+            surplus -= 1;
+        }
+    }
+}
+
+fn terminate(class: &str, w: &mut Worker, why: &str) {
+    info!(
+        class,
+        pid = w.pid,
+        inputs = why,
+        "worker draining (SIGTERM)"
+    );
+    w.draining = Some(Instant::now());
+    let pid = i32::try_from(w.pid).unwrap_or(i32::MAX);
+    if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGTERM) {
+        warn!(class, pid = w.pid, error = %e, "SIGTERM failed");
+    }
+}
+
+fn spawn(opts: &FleetOptions, class: &str) -> Result<Worker, ScaleError> {
+    let conc = opts.concurrency.get(class).copied().unwrap_or(1).max(1);
+    let mut cmd = Command::new(&opts.exe);
+    cmd.args(&opts.child_args)
+        .args(["worker", "--classes", class, "--concurrency"])
+        .arg(conc.to_string())
+        .arg("--drain-timeout")
+        .arg(humantime::format_duration(opts.drain_timeout).to_string())
+        // The fleet serves /metrics; a child binding the same address would fail to start.
+        .env_remove("MEDIAFLEET_METRICS_LISTEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let proc = cmd
+        .spawn()
+        .map_err(|e| ScaleError::Io(format!("spawning {}: {e}", opts.exe.display())))?;
+    let pid = proc.id().unwrap_or(0);
+    Ok(Worker {
+        proc,
+        pid,
+        started: Instant::now(),
+        draining: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn restart_delays_double_and_cap() {
+        let b = (Duration::from_millis(500), Duration::from_secs(4));
+        assert_eq!(restart_delay(b, 1), Duration::from_millis(500));
+        assert_eq!(restart_delay(b, 2), Duration::from_secs(1));
+        assert_eq!(restart_delay(b, 10), Duration::from_secs(4));
+    }
+}

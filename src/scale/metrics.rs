@@ -1,0 +1,190 @@
+//! Metric names (as constants, each registered with its help text), the process-wide registry, and the
+//! `/metrics`, `/healthz`, `/readyz` server that worker, scaler and fleet run on `--metrics-listen`.
+
+use std::sync::LazyLock;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus::{
+    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder,
+};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::ScaleError;
+use crate::db::Records;
+use crate::queue::SharedQueue;
+
+/// Ready messages per class.
+pub const QUEUE_READY: &str = "mediafleet_queue_ready";
+/// Delivered, not yet ended, per class.
+pub const QUEUE_IN_FLIGHT: &str = "mediafleet_queue_in_flight";
+/// Waiting for a retry delay, per class.
+pub const QUEUE_DELAYED: &str = "mediafleet_queue_delayed";
+/// In the dead-letter queue, per class.
+pub const QUEUE_DLQ: &str = "mediafleet_queue_dlq";
+/// Age of the oldest ready message, per class.
+pub const QUEUE_OLDEST_AGE: &str = "mediafleet_queue_oldest_age_seconds";
+/// Expected seconds of work queued and in flight, per class.
+pub const BACKLOG_SECONDS: &str = "mediafleet_backlog_seconds";
+/// Workers the policy wants, per class (the recommended KEDA trigger).
+pub const DESIRED_WORKERS: &str = "mediafleet_desired_workers";
+/// Workers running, per class.
+pub const CURRENT_WORKERS: &str = "mediafleet_current_workers";
+/// Jobs ended, by class and status (`ok`, `failed`, `retry`, `dead_letter`).
+pub const JOBS_TOTAL: &str = "mediafleet_jobs_total";
+/// Wall-clock seconds of one job, by class.
+pub const JOB_DURATION: &str = "mediafleet_job_duration_seconds";
+
+/// Every per-class gauge the scaler publishes, in `scaler --once --json` field order.
+pub const GAUGES: [&str; 8] = [
+    QUEUE_READY,
+    QUEUE_IN_FLIGHT,
+    QUEUE_DELAYED,
+    QUEUE_DLQ,
+    QUEUE_OLDEST_AGE,
+    BACKLOG_SECONDS,
+    DESIRED_WORKERS,
+    CURRENT_WORKERS,
+];
+
+/// The registered metrics of this process.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// The scaler's gauges by name, each labelled `class`.
+    pub gauges: Vec<(&'static str, GaugeVec)>,
+    /// [`JOBS_TOTAL`].
+    pub jobs: CounterVec,
+    /// [`JOB_DURATION`].
+    pub duration: HistogramVec,
+}
+
+fn help(name: &str) -> &'static str {
+    match name {
+        QUEUE_READY => "Messages ready to be delivered",
+        QUEUE_IN_FLIGHT => "Messages delivered and not yet acked",
+        QUEUE_DELAYED => "Messages waiting for a retry delay",
+        QUEUE_DLQ => "Messages in the dead-letter queue",
+        QUEUE_OLDEST_AGE => "Age of the oldest ready message, in seconds",
+        BACKLOG_SECONDS => "Expected seconds of work queued and in flight",
+        DESIRED_WORKERS => "Workers the backlog-seconds policy wants",
+        _ => "Workers running",
+    }
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let registry = Registry::new();
+    let gauges = GAUGES
+        .iter()
+        .map(|name| {
+            let g = GaugeVec::new(Opts::new(*name, help(name)), &["class"])
+                .expect("valid gauge definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("gauge registered once");
+            (*name, g)
+        })
+        .collect();
+    let jobs = CounterVec::new(
+        Opts::new(JOBS_TOTAL, "Jobs ended, by class and status"),
+        &["class", "status"],
+    )
+    .expect("valid counter definition");
+    registry
+        .register(Box::new(jobs.clone()))
+        .expect("registered once");
+    let duration = HistogramVec::new(
+        HistogramOpts::new(JOB_DURATION, "Wall-clock seconds of one job").buckets(vec![
+            0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+        ]),
+        &["class"],
+    )
+    .expect("valid histogram definition");
+    registry
+        .register(Box::new(duration.clone()))
+        .expect("registered once");
+    Metrics {
+        registry,
+        gauges,
+        jobs,
+        duration,
+    }
+});
+
+impl Metrics {
+    /// Sets gauge `name` for `class`.
+    pub fn set(&self, name: &str, class: &str, value: f64) {
+        if let Some((_, g)) = self.gauges.iter().find(|(n, _)| *n == name) {
+            g.with_label_values(&[class]).set(value);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// What `/readyz` checks.
+#[derive(Clone)]
+pub struct Probe {
+    /// The DB.
+    pub records: Records,
+    /// The queue.
+    pub queue: SharedQueue,
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        METRICS.render(),
+    )
+}
+
+async fn readyz(State(p): State<Probe>) -> (StatusCode, Json<serde_json::Value>) {
+    let (db, queue) = tokio::join!(p.records.ping(), p.queue.ping());
+    let check = |r: Result<(), String>| match r {
+        Ok(()) => json!({"status": "ok"}),
+        Err(e) => json!({"status": "down", "error": e}),
+    };
+    let ok = db.is_ok() && queue.is_ok();
+    let body = json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "checks": {"db": check(db.map_err(|e| e.to_string())), "queue": check(queue.map_err(|e| e.to_string()))},
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}
+
+/// Binds `addr` now (so a taken port fails the start) and serves until `shutdown`.
+pub async fn serve(
+    addr: &str,
+    probe: Probe,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ScaleError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ScaleError::Io(format!("--metrics-listen {addr}: cannot bind: {e}")))?;
+    tracing::info!(%addr, "metrics listening (/metrics, /healthz, /readyz)");
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .with_state(probe);
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    }))
+}

@@ -1,0 +1,55 @@
+//! Scaling on queue depth: the backlog-seconds signal, the policy, Prometheus gauges, the local `fleet`
+//! supervisor, capability routing and the policy simulation. See `docs/scaling.md` for the math.
+//!
+//! # Layout
+//! - [`store`]: the per-class cost EWMA and worker heartbeats, in the DB (migration 0003).
+//! - [`signal`]: depth readings × expected cost → [`signal::ClassSignal`] per class.
+//! - [`policy`]: `desired = clamp(ceil(backlog / (target × concurrency)), min, max)`, fast up, stabilised down.
+//! - [`metrics`]: gauge and counter names, the registry, and the `/metrics` server.
+//! - [`observe`]: what the worker runtime reports when a job ends, and the worker's sidecars.
+//! - [`route`]: `video-gpu` capability check and the fallback to `video`.
+//! - [`scaler`]: one poll of every class: read, decide, publish gauges.
+//! - [`fleet`]: spawns and drains `mediafleet worker` processes on the scaler's decisions.
+//! - [`simulate`]: replays an arrival trace through our policy and the CPU rule.
+
+pub mod fleet;
+pub mod metrics;
+pub mod observe;
+pub mod policy;
+pub mod route;
+pub mod scaler;
+pub mod signal;
+pub mod simulate;
+pub mod store;
+
+use crate::db::DbError;
+use crate::queue::QueueError;
+
+/// Errors of the scaling layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    /// Reading the queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// Reading or writing the DB failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A process, socket or file could not be used.
+    #[error("{0}")]
+    Io(String),
+    /// A setting or input that retrying will not fix.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ScaleError {
+    /// Stable code for logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ScaleError::Queue(e) => e.code(),
+            ScaleError::Db(_) => "db_unavailable",
+            ScaleError::Io(_) => "io",
+            ScaleError::Config(_) => "scale_config",
+        }
+    }
+}

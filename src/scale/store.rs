@@ -1,0 +1,113 @@
+//! The scaler's rows: a cost EWMA per class, updated from finished jobs, and worker heartbeats.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::Row;
+
+use crate::db::{now_ms, DbError, Records};
+
+/// Folds one finished job's wall-clock seconds into its class's EWMA (the first sample seeds it).
+///
+/// One atomic upsert, so concurrent workers never lose each other's samples.
+pub async fn record_cost(
+    records: &Records,
+    class: &str,
+    seconds: f64,
+    alpha: f64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO class_throughput (class, ewma_seconds, samples, updated_at) VALUES ($1, $2, 1, $3) \
+         ON CONFLICT (class) DO UPDATE SET \
+           ewma_seconds = class_throughput.ewma_seconds + $4 * ($2 - class_throughput.ewma_seconds), \
+           samples = class_throughput.samples + 1, updated_at = $3",
+    )
+    .bind(class)
+    .bind(seconds)
+    .bind(now_ms())
+    .bind(alpha)
+    .execute(records.write_pool())
+    .await?;
+    Ok(())
+}
+
+/// A class's measured cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    /// EWMA of seconds per job.
+    pub seconds: f64,
+    /// Jobs measured.
+    pub samples: i64,
+}
+
+/// Every class's measured cost.
+pub async fn costs(records: &Records) -> Result<BTreeMap<String, Cost>, DbError> {
+    let rows = sqlx::query("SELECT class, ewma_seconds, samples FROM class_throughput")
+        .fetch_all(records.write_pool())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<String, _>("class"),
+                Cost {
+                    seconds: r.get::<f64, _>("ewma_seconds"),
+                    samples: r.get::<i64, _>("samples"),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Marks `worker_id` alive for `classes` now.
+pub async fn heartbeat(
+    records: &Records,
+    worker_id: &str,
+    classes: &[String],
+    capabilities: &str,
+) -> Result<(), DbError> {
+    for class in classes {
+        sqlx::query(
+            "INSERT INTO worker_presence (worker_id, class, capabilities, seen_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (worker_id, class) DO UPDATE SET capabilities = $3, seen_at = $4",
+        )
+        .bind(worker_id)
+        .bind(class)
+        .bind(capabilities)
+        .bind(now_ms())
+        .execute(records.write_pool())
+        .await?;
+    }
+    Ok(())
+}
+
+/// Removes `worker_id`'s rows (clean exit) and rows older than a day (crashed workers).
+pub async fn depart(records: &Records, worker_id: &str) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM worker_presence WHERE worker_id = $1 OR seen_at < $2")
+        .bind(worker_id)
+        .bind(now_ms() - 86_400_000)
+        .execute(records.write_pool())
+        .await?;
+    Ok(())
+}
+
+/// Live workers per class: those seen within `fresh`.
+pub async fn live_workers(
+    records: &Records,
+    fresh: Duration,
+) -> Result<BTreeMap<String, u32>, DbError> {
+    let since = now_ms() - i64::try_from(fresh.as_millis()).unwrap_or(i64::MAX);
+    let rows = sqlx::query(
+        "SELECT class, COUNT(*) AS n FROM worker_presence WHERE seen_at >= $1 GROUP BY class",
+    )
+    .bind(since)
+    .fetch_all(records.write_pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let n: i64 = r.get("n");
+            (r.get::<String, _>("class"), u32::try_from(n).unwrap_or(0))
+        })
+        .collect())
+}
