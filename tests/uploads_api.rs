@@ -218,20 +218,28 @@ async fn hostile_clients_are_cut_off() {
 
     // A stalled body holds the only upload slot: a second upload gets 503; the stalled one gets 408.
     let head = std::fs::read(fixture("photo.jpg")).unwrap()[..16384].to_vec();
-    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(head) })
-        .chain(futures::stream::pending());
-    let base = f.base.clone();
-    let stalled = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(format!("{base}/v1/uploads"))
-            .header("content-type", "image/jpeg")
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
+    // The stalled upload may lose the race for the slot to a probe (and get 503 itself): start it again then.
+    let spawn_stalled = |base: String, head: Vec<u8>| {
+        tokio::spawn(async move {
+            let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(head) })
+                .chain(futures::stream::pending());
+            reqwest::Client::new()
+                .post(format!("{base}/v1/uploads"))
+                .header("content-type", "image/jpeg")
+                .body(reqwest::Body::wrap_stream(stream))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let mut stalled = spawn_stalled(f.base.clone(), head.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
+        if stalled.is_finished() {
+            stalled = spawn_stalled(f.base.clone(), head.clone());
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
         let r = reqwest::Client::new()
             .post(format!("{}/v1/uploads", f.base))
             .header("content-type", "image/jpeg")

@@ -123,6 +123,12 @@ impl MediaReader {
         id: &str,
         token: &str,
     ) -> Result<Option<String>, ReadError> {
+        // The previous holder may have filled the key and released the lock between our miss and our lock:
+        // look again before going to the DB.
+        if let Ok(Some(json)) = cache.get(id).await {
+            let _ = cache.unlock(id, token).await;
+            return Ok(Some(json));
+        }
         let loaded = self.load(id).await;
         if let Ok(Some(obj)) = &loaded {
             // A failed write only costs the next reader a miss; the version guard keeps a newer warm.
