@@ -29,6 +29,7 @@ if ! up 5672; then
   echo "services: starting RabbitMQ" >&2
   rabbitmq-server -detached
   wait_port 5672 RabbitMQ 90
+  if grep -q rabbitmq_management /etc/rabbitmq/enabled_plugins 2>/dev/null; then wait_port 15672 "RabbitMQ management" 60; fi
 fi
 # In-flight (unacked) counts for the scaler and KEDA's protocol: http need the management API (15672).
 if ! up 15672; then rabbitmq-plugins enable rabbitmq_management >/dev/null && wait_port 15672 "RabbitMQ management" 60; fi
@@ -43,12 +44,39 @@ if ! up "$MOTO_PORT"; then
   nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$HOME/.cache/mediafleet/moto.log" 2>&1 &
   wait_port "$MOTO_PORT" moto_server 30
 fi
-echo "services: RabbitMQ, PostgreSQL, Redis and moto are up" >&2
-
-# Tests name their queues t<tag><12 hex>.*; remove ones a crashed or killed test run left behind, so quorum
-# queues do not pile up on a long-lived broker.
-if command -v rabbitmqctl >/dev/null 2>&1; then
-  timeout 120 rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^t[a-z]*[0-9a-f]{12}\.' | while read -r q; do
-    timeout 10 rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
-  done || true
+amqp_ok() { # the port can be open while the broker no longer answers AMQP handshakes
+  python3 - <<'PY'
+import socket, sys
+try:
+    s = socket.create_connection(("127.0.0.1", 5672), timeout=5)
+    s.settimeout(10)
+    s.sendall(b"AMQP\x00\x00\x09\x01")
+    sys.exit(0 if s.recv(1) == b"\x01" else 1)
+except Exception:
+    sys.exit(1)
+PY
+}
+fresh_rabbit() {
+  pkill -9 -u rabbitmq beam.smp 2>/dev/null || true
+  pkill -9 -u rabbitmq epmd 2>/dev/null || true
+  sleep 1
+  rm -rf /var/lib/rabbitmq/mnesia/rabbit@*
+  rabbitmq-server -detached
+  wait_port 5672 RabbitMQ 90
+  if grep -q rabbitmq_management /etc/rabbitmq/enabled_plugins 2>/dev/null; then wait_port 15672 "RabbitMQ management" 60; fi
+}
+# Every test declares its own quorum queues; on a long-lived RabbitMQ 3.10 they pile up until the broker stops
+# answering handshakes. CI (and MEDIAFLEET_RESET_BROKER=1) therefore starts from an empty broker. This deletes
+# every queue on it: never set it against a broker that holds anything else.
+if [ "${CI:-}" = true ] || [ "${MEDIAFLEET_RESET_BROKER:-}" = 1 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "services: resetting RabbitMQ to an empty state for the test run" >&2
+    fresh_rabbit
+  fi
 fi
+for _ in $(seq 1 60); do amqp_ok && break; sleep 1; done
+if ! amqp_ok; then
+  echo "services: RabbitMQ listens on 5672 but does not answer AMQP handshakes; rerun with MEDIAFLEET_RESET_BROKER=1 (as root) to reset it" >&2
+  exit 1
+fi
+echo "services: RabbitMQ, PostgreSQL, Redis and moto are up" >&2
