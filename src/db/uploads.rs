@@ -213,25 +213,14 @@ impl Records {
         &self,
         limit: i64,
     ) -> Result<Vec<(String, String, i64, Option<String>)>, DbError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, status, version, callback_url FROM media \
              WHERE notified_version < version AND status IN ('ready', 'failed') \
              ORDER BY updated_at LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.write)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("id")?,
-                    r.try_get("status")?,
-                    r.try_get("version")?,
-                    r.try_get("callback_url")?,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(DbError::from)
+        .await?)
     }
 
     /// Records that `version` of a media was announced, with its webhook job when there is one. The guard on
@@ -267,24 +256,14 @@ impl Records {
         &self,
         limit: i64,
     ) -> Result<Vec<(String, String, Option<String>)>, DbError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, source_key, upload_id FROM media \
              WHERE status = 'uploading' AND upload_expires_at < $1 ORDER BY upload_expires_at LIMIT $2",
         )
         .bind(now_ms())
         .bind(limit)
         .fetch_all(&self.write)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("id")?,
-                    r.try_get("source_key")?,
-                    r.try_get("upload_id")?,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(DbError::from)
+        .await?)
     }
 
     /// `any → deleted` (a deleted media stays a row until a purge). Returns the row as it was, or `None`
