@@ -12,6 +12,9 @@ if [ "${1:-}" = "--services" ]; then
   command -v psql >/dev/null 2>&1 || need_apt+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
   command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+  # The upload snippets test runs the PHP example (ext-curl).
+  command -v php >/dev/null 2>&1 || need_apt+=(php-cli)
+  dpkg -s php-curl >/dev/null 2>&1 || need_apt+=(php-curl)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${need_apt[*]}" >&2

@@ -6,6 +6,7 @@ use crate::config::{QueueUrl, Settings, StorageUrl};
 use crate::db::{DbError, Records};
 use crate::queue::embedded::{EmbeddedConfig, EmbeddedQueue};
 use crate::queue::rabbitmq::{RabbitConfig, RabbitQueue};
+use crate::queue::sqs::{SqsConfig, SqsQueue};
 use crate::queue::{JobClass, QueueError, SharedQueue};
 use crate::storage::local::LocalStore;
 use crate::storage::s3::{S3Config, S3Store};
@@ -36,11 +37,12 @@ pub async fn queue(s: &Settings, prefetch: u16) -> Result<SharedQueue, QueueErro
             })
             .await?,
         ),
-        QueueUrl::Sqs(_) => {
-            return Err(QueueError::Config(
-                "--queue: the SQS backend is not part of this build yet; use amqp://… or embedded"
-                    .into(),
-            ))
+        QueueUrl::Sqs(url) => {
+            let mut cfg = SqsConfig::from_url(url, &s.prefix)
+                .map_err(|e| QueueError::Config(format!("--queue: {e}")))?;
+            cfg.lease = s.worker.lease;
+            cfg.max_attempts = s.worker.max_attempts;
+            Arc::new(SqsQueue::connect(cfg).await?)
         }
     })
 }

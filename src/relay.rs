@@ -85,30 +85,40 @@ impl Relay {
         }
     }
 
-    /// Publishes every due row once; returns how many were claimed.
+    /// Publishes every due row once, a batch per class (SQS sends 10 per request); returns how many were
+    /// claimed.
     pub async fn publish_due(&self) -> Result<usize, crate::db::DbError> {
         let rows = self.records.claim_outbox(BATCH, CLAIM_LEASE).await?;
+        let mut by_class: std::collections::BTreeMap<&str, Vec<&crate::db::OutboxRow>> =
+            std::collections::BTreeMap::new();
         for row in &rows {
-            let result = match JobClass::new(&row.class) {
-                Ok(class) => self.queue.publish(&class, row.body.as_bytes()).await,
+            by_class.entry(row.class.as_str()).or_default().push(row);
+        }
+        for (class, batch) in by_class {
+            let bodies: Vec<Vec<u8>> = batch.iter().map(|r| r.body.as_bytes().to_vec()).collect();
+            let result = match JobClass::new(class) {
+                Ok(class) => self.queue.publish_batch(&class, &bodies).await,
                 Err(e) => Err(e),
             };
-            match result {
-                Ok(()) => {
-                    debug!(outbox_id = %row.id, class = %row.class, "published");
-                    if let Err(e) = self.records.mark_sent(&row.id).await {
-                        // Published but not marked: the row is published again after its lease, and the
-                        // job is idempotent, so the effect still happens once.
-                        warn!(outbox_id = %row.id, error = %e, "published but could not mark sent");
+            for row in batch {
+                match &result {
+                    Ok(()) => {
+                        debug!(outbox_id = %row.id, class = %row.class, "published");
+                        if let Err(e) = self.records.mark_sent(&row.id).await {
+                            // Published but not marked: the row is published again after its lease, and the
+                            // job is idempotent, so the effect still happens once.
+                            warn!(outbox_id = %row.id, error = %e, "published but could not mark sent");
+                        }
                     }
-                }
-                Err(e) => {
-                    let delay = publish_backoff(row.attempts);
-                    warn!(outbox_id = %row.id, class = %row.class, error = %e, retry_in = ?delay, "publish failed");
-                    let _ = self
-                        .records
-                        .release_outbox(&row.id, delay, &e.to_string())
-                        .await;
+                    Err(e) => {
+                        // Part of the batch may have gone out; all of it is published again (at-least-once).
+                        let delay = publish_backoff(row.attempts);
+                        warn!(outbox_id = %row.id, class = %row.class, error = %e, retry_in = ?delay, "publish failed");
+                        let _ = self
+                            .records
+                            .release_outbox(&row.id, delay, &e.to_string())
+                            .await;
+                    }
                 }
             }
         }

@@ -35,8 +35,16 @@ async fn curl_php_and_python_snippets_run() {
     let created: Value =
         serde_json::from_str(&f.cli(&["ops", "keys", "create", "--name", "snippets"])).unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
-    let python = std::env::var("MEDIAFLEET_TEST_PYTHON")
-        .unwrap_or_else(|_| "/opt/mediafleet-venv/bin/python".into());
+    // The venv scripts/services.sh makes for moto has `requests` (a moto dependency).
+    let python = std::env::var("MEDIAFLEET_TEST_PYTHON").unwrap_or_else(|_| {
+        let venv = std::env::var("MEDIAFLEET_VENV").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/mediafleet/venv",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        format!("{venv}/bin/python")
+    });
     run(&f, &key, "sh", "upload.sh");
     run(&f, &key, "php", "upload.php");
     run(&f, &key, &python, "upload.py");

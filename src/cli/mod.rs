@@ -2,6 +2,7 @@
 //! `anyhow`. Logs go to stderr; JSON answers to stdout.
 
 mod bench_image;
+mod bench_queue;
 mod ops_keys;
 mod ops_warm;
 mod process;
@@ -62,6 +63,9 @@ enum Command {
 enum BenchAction {
     /// Image renditions (thumb + preview from one decode) against `vipsthumbnail` run once per size.
     Image(bench_image::BenchImageArgs),
+    /// No-op jobs (with one Postgres write each) through every queue backend, against raw lapin and
+    /// aws-sdk-sqs loops doing the same work.
+    Queue(bench_queue::BenchQueueArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,7 +133,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Queues {
             action: QueuesAction::Setup,
         } => {
-            let q = crate::connect::queue_declared(&settings, 1).await?;
+            let q = crate::connect::queue(&settings, 1).await?;
+            q.setup(&crate::connect::standard_classes()).await?;
             tracing::info!(backend = q.backend(), "queues ready");
             Ok(())
         }
@@ -140,6 +145,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             action: OpsAction::Keys { action },
         } => ops_keys::run(settings, action).await,
         Command::Process(_) => unreachable!("handled before the runtime starts"),
+        Command::Bench {
+            action: BenchAction::Queue(a),
+        } => bench_queue::run(a).await,
         Command::Bench { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -201,6 +201,11 @@ impl Settings {
         }
         let mut profiles = mediafleet_proto::profile::Profile::builtin();
         profiles.extend(file.profiles.clone());
+        let mut worker = file.worker.resolve();
+        if matches!(queue, QueueUrl::Sqs(_)) && file.worker.poll_wait.is_none() {
+            // SQS bills per request: long-poll for the full 20 s (a receive returns as soon as a message comes).
+            worker.poll_wait = crate::queue::sqs::MAX_WAIT;
+        }
         Ok(Settings {
             queue,
             storage,
@@ -216,7 +221,7 @@ impl Settings {
             migrate: !args.no_migrate,
             limits: file.limits,
             profiles,
-            worker: file.worker.resolve(),
+            worker,
             rabbit: file.rabbit.resolve(),
             embedded_max_receives: file.worker.max_receives.unwrap_or(20),
             presign_ttl: file.presign_ttl.unwrap_or(Duration::from_secs(15 * 60)),

@@ -76,6 +76,31 @@ impl Records {
         Ok(())
     }
 
+    /// Job attempts started since `since_ms` that have not ended, per job kind: the DB's view of jobs in
+    /// flight, for backends whose broker does not report it (RabbitMQ without the management API).
+    pub async fn open_attempts_by_kind(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(String, i64)>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT kind, COUNT(*) FROM job_attempts WHERE finished_at IS NULL AND started_at >= $1 \
+             GROUP BY kind",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// When the longest-waiting `queued` media was queued (unix ms): the DB's view of the oldest job, for
+    /// backends whose broker cannot tell (RabbitMQ quorum queues, SQS outside CloudWatch).
+    pub async fn oldest_queued_ms(&self) -> Result<Option<i64>, DbError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(updated_at) FROM media WHERE status = 'queued'")
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
     /// All attempts of a media, oldest first.
     pub async fn attempts(&self, media_id: &str) -> Result<Vec<Attempt>, DbError> {
         Ok(sqlx::query_as::<_, Attempt>(

@@ -7,6 +7,7 @@
 
 pub mod embedded;
 pub mod rabbitmq;
+pub mod sqs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,8 +135,21 @@ pub trait JobQueue: Send + Sync {
     fn backend(&self) -> &'static str;
     /// Create (or verify, where creating is not ours to do) the queues of these classes.
     async fn declare(&self, classes: &[JobClass]) -> Result<(), QueueError>;
+    /// Create (or converge) the queues of these classes, then verify them: `mediafleet queues setup`.
+    /// Backends that create on `declare` need nothing more.
+    async fn setup(&self, classes: &[JobClass]) -> Result<(), QueueError> {
+        self.declare(classes).await
+    }
     /// Publish one message; returns once the broker has confirmed it durable.
     async fn publish(&self, class: &JobClass, body: &[u8]) -> Result<(), QueueError>;
+    /// Publish several messages of one class (SQS sends them 10 per request). Returns once all are confirmed;
+    /// on error some may have been published, so callers republish the whole batch (at-least-once).
+    async fn publish_batch(&self, class: &JobClass, bodies: &[Vec<u8>]) -> Result<(), QueueError> {
+        for body in bodies {
+            self.publish(class, body).await?;
+        }
+        Ok(())
+    }
     /// Wait up to `wait` for at most `max` messages of `class`.
     async fn receive(
         &self,

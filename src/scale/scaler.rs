@@ -90,6 +90,7 @@ impl Scaler {
         current: &BTreeMap<String, u32>,
     ) -> Result<Vec<ClassSignal>, ScaleError> {
         let costs = store::costs(&self.records).await?;
+        let from_db = self.db_readings().await;
         let now = Instant::now();
         let mut out = Vec::with_capacity(self.policies.len());
         for (class, policy) in self.policies.iter_mut() {
@@ -100,6 +101,7 @@ impl Scaler {
                 costs.get(class),
             )
             .await?;
+            fill_from_db(&mut sig, &from_db);
             let before = policy.desired();
             let d = policy.decide(now, sig.backlog_seconds, sig.has_work());
             sig.desired_workers = d.desired;
@@ -124,6 +126,28 @@ impl Scaler {
             out.push(sig);
         }
         Ok(out)
+    }
+
+    /// What the DB knows about queued and running jobs, for readings the broker does not give. Errors only
+    /// leave those readings unknown.
+    async fn db_readings(&self) -> DbReadings {
+        let since = crate::db::now_ms() - 6 * 3600 * 1000;
+        let mut r = DbReadings::default();
+        match self.records.open_attempts_by_kind(since).await {
+            Ok(rows) => {
+                for (kind, n) in rows {
+                    let class = class_of_kind(&kind);
+                    *r.in_flight.entry(class.to_owned()).or_default() +=
+                        u64::try_from(n).unwrap_or(0);
+                }
+            }
+            Err(e) => warn!(error = %e, "could not read open job attempts"),
+        }
+        match self.records.oldest_queued_ms().await {
+            Ok(t) => r.oldest_queued_ms = t,
+            Err(e) => warn!(error = %e, "could not read the oldest queued media"),
+        }
+        r
     }
 
     /// Capability routing: moves jobs of a class nobody serves to its fallback class (see [`Fallback`]).
@@ -160,4 +184,37 @@ pub fn publish(s: &ClassSignal) {
     METRICS.set(metrics::BACKLOG_SECONDS, c, s.backlog_seconds);
     METRICS.set(metrics::DESIRED_WORKERS, c, f64::from(s.desired_workers));
     METRICS.set(metrics::CURRENT_WORKERS, c, f64::from(s.current_workers));
+}
+
+/// The DB's view of the queues.
+#[derive(Debug, Default)]
+struct DbReadings {
+    /// Open job attempts per class.
+    in_flight: BTreeMap<String, u64>,
+    /// When the longest-waiting `queued` media was queued.
+    oldest_queued_ms: Option<i64>,
+}
+
+/// The class a job kind runs on (the first stage of every media job runs on `image`).
+fn class_of_kind(kind: &str) -> &'static str {
+    match kind {
+        "cache.warm" => "cache",
+        "notify.webhook" => "notify",
+        k if k.starts_with("video.") => "video",
+        _ => "image",
+    }
+}
+
+/// Fills readings the broker left unknown from the DB: in-flight from open job attempts, and for `image`
+/// (where every media job starts) the age of the longest-queued media.
+fn fill_from_db(sig: &mut ClassSignal, db: &DbReadings) {
+    if sig.in_flight.is_none() {
+        sig.in_flight = Some(db.in_flight.get(&sig.class).copied().unwrap_or(0));
+        sig.backlog_seconds = (sig.ready + sig.in_flight.unwrap_or(0)) as f64 * sig.cost_seconds;
+    }
+    if sig.oldest_age_seconds.is_none() && sig.class == "image" && sig.ready > 0 {
+        if let Some(t) = db.oldest_queued_ms {
+            sig.oldest_age_seconds = Some((crate::db::now_ms() - t).max(0) as f64 / 1000.0);
+        }
+    }
 }

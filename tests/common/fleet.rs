@@ -17,8 +17,19 @@ pub struct Fleet {
 }
 
 pub async fn start_fleet(worker_queue: Option<String>) -> Fleet {
-    aws_env();
     require_tcp("127.0.0.1:5672", "RabbitMQ");
+    start_fleet_on(amqp_url(), worker_queue).await
+}
+
+/// The SQS URL of the moto server.
+pub fn sqs_url() -> String {
+    format!("sqs://?endpoint={}&region=us-east-1", s3_endpoint())
+}
+
+/// A fleet on `queue` (amqp://… or sqs://…). On SQS the queues are made first with `mediafleet queues setup`,
+/// because `api` and `worker` only verify them.
+pub async fn start_fleet_on(queue: String, worker_queue: Option<String>) -> Fleet {
+    aws_env();
     let endpoint = s3_endpoint();
     require_tcp(endpoint.trim_start_matches("http://"), "moto_server (S3)");
     let prefix = unique("p");
@@ -36,7 +47,7 @@ pub async fn start_fleet(worker_queue: Option<String>) -> Fleet {
     let config = fast_config(dir.path(), "");
     let port = free_port();
     let env: Vec<(String, String)> = vec![
-        ("MEDIAFLEET_QUEUE".into(), amqp_url()),
+        ("MEDIAFLEET_QUEUE".into(), queue.clone()),
         ("MEDIAFLEET_STORAGE".into(), storage),
         ("MEDIAFLEET_DB".into(), db),
         ("MEDIAFLEET_PREFIX".into(), prefix.clone()),
@@ -53,6 +64,18 @@ pub async fn start_fleet(worker_queue: Option<String>) -> Fleet {
         v
     };
     let api_env = as_refs(None);
+    if queue.starts_with("sqs:") {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mediafleet"))
+            .args(["queues", "setup"])
+            .envs(api_env.iter().map(|(a, b)| (a, b)))
+            .output()
+            .expect("run mediafleet queues setup");
+        assert!(
+            out.status.success(),
+            "queues setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let api = Proc::spawn("api", &["api"], &refs(&api_env));
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base, Duration::from_secs(60)).await;
