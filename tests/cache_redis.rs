@@ -431,3 +431,42 @@ async fn redis_down_mid_run_the_api_still_serves() {
     assert_eq!(v["id"], second.as_str());
     delete_prefix(&s.prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_leaves_a_deleted_tombstone_in_the_cache_not_the_old_object() {
+    let s = serve(&redis_url()).await;
+    let (status, b) = upload(&s.base, &fixture("photo.jpg"), "photo.jpg").await;
+    assert_eq!(status, 202, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let key = format!("{}:media:{id}", s.prefix);
+    let ready = wait_key(&key, Duration::from_secs(120), |v| v["status"] == "ready").await;
+    assert!(!ready["renditions"].as_array().unwrap().is_empty());
+
+    let r = reqwest::Client::new()
+        .delete(format!("{}/v1/media/{id}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The cached entry no longer describes renditions that are gone: it is replaced (at a newer version, so a
+    // warm job still in flight for the old version cannot bring the ready object back) by the deleted object,
+    // exactly what the api answers.
+    let gone = wait_key(&key, Duration::from_secs(10), |v| v["status"] == "deleted").await;
+    assert!(
+        gone["renditions"].as_array().is_none_or(|r| r.is_empty()),
+        "{gone}"
+    );
+    assert!(gone["version"].as_i64() > ready["version"].as_i64());
+    let (code, body) = get_text(&s.base, &id).await;
+    assert_eq!(code, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), gone);
+    // And the rendition itself is gone from storage.
+    let url = format!(
+        "{}{}",
+        s.base,
+        ready["renditions"][0]["url"].as_str().unwrap()
+    );
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 404, "{url}");
+    delete_prefix(&s.prefix).await;
+}

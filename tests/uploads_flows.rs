@@ -342,3 +342,80 @@ async fn webhook_is_signed_and_retried_after_a_500() {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["external_id"], "hooked");
 }
+
+#[tokio::test]
+async fn a_webhook_that_keeps_failing_is_dead_lettered_after_max_attempts() {
+    // The receiver answers 500 forever; the fast test config allows 3 attempts.
+    let (hook_url, got) = webhook_receiver(usize::MAX).await;
+    let f = upload_fleet(
+        "[webhooks]\nsecret = \"whsec-test\"\nallow_hosts = [\"127.0.0.1\"]\nallow_loopback = true\n",
+        "127.0.0.1",
+        true,
+    )
+    .await;
+    let hook_url = hook_url.replace("localhost", "127.0.0.1");
+    let part = reqwest::multipart::Part::bytes(std::fs::read(fixture("photo.jpg")).unwrap())
+        .file_name("photo.jpg");
+    let form = reqwest::multipart::Form::new()
+        .text("callback_url", hook_url)
+        .part("file", part);
+    let a: Value = reqwest::Client::new()
+        .post(format!("{}/v1/uploads", f.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = a["id"].as_str().unwrap().to_owned();
+    wait_status(&f.base, &id, None, &["ready"]).await;
+
+    let prefix = f
+        .env
+        .iter()
+        .find(|(k, _)| k == "MEDIAFLEET_PREFIX")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let q = mediafleet::queue::rabbitmq::RabbitQueue::connect(
+        mediafleet::queue::rabbitmq::RabbitConfig {
+            prefix,
+            ..mediafleet::queue::rabbitmq::RabbitConfig::new(&amqp_url())
+        },
+    )
+    .await
+    .unwrap();
+    let notify = mediafleet::queue::JobClass::new("notify").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let dead = mediafleet::queue::JobQueue::dead_letters(&q, &notify, 10)
+            .await
+            .unwrap();
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "webhook never dead-lettered after {} deliveries",
+            got.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]
+            .reason
+            .contains("retries exhausted after 3 attempts"),
+        "{:?}",
+        dead[0].reason
+    );
+    assert!(dead[0].body.contains(&id));
+    // Exactly the allowed attempts reached the receiver, and no more follow.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hooks = got.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 3, "{} deliveries", hooks.len());
+    assert!(hooks.iter().all(|h| h.answered == 500));
+    // The media itself stays ready: a failed announcement does not fail the media.
+    let m = wait_status(&f.base, &id, None, &["ready"]).await;
+    assert_eq!(m["status"], "ready");
+}

@@ -118,9 +118,11 @@ async fn run_all(args: &BenchQueueArgs, pool: &PgPool, table: &str) -> anyhow::R
                 cfg.prefix = prefix.clone();
                 cfg.prefetch = u16::try_from(args.concurrency).unwrap_or(16);
                 let q = RabbitQueue::connect(cfg).await?;
-                q.declare(&[class()]).await?;
+                // The raw side gets its own queue of the same type and arguments: our consumer keeps its
+                // prefetch on `bench` for as long as the connection lives.
+                q.declare(&[class(), raw_class()]).await?;
                 let ours = ours(&q, args.jobs, args.concurrency, pool, table).await?;
-                let raw = raw_lapin(args, &format!("{prefix}.bench"), pool, table).await;
+                let raw = raw_lapin(args, &format!("{prefix}.rawbench"), pool, table).await;
                 delete_rabbit(&args.amqp, &prefix).await;
                 (args.jobs, ours, Some(raw?))
             }
@@ -129,10 +131,11 @@ async fn run_all(args: &BenchQueueArgs, pool: &PgPool, table: &str) -> anyhow::R
                 let url = url::Url::parse(&args.sqs)?;
                 let cfg = SqsConfig::from_url(&url, &prefix).map_err(anyhow::Error::msg)?;
                 let q = SqsQueue::connect(cfg).await?;
-                q.setup(&[class()]).await?;
+                q.setup(&[class(), raw_class()]).await?;
                 let ours = ours(&q, args.sqs_jobs, args.concurrency, pool, table).await?;
-                let raw = raw_sqs(args, &q, &format!("{prefix}-bench"), pool, table).await;
-                for name in [format!("{prefix}-bench"), format!("{prefix}-bench-dlq")] {
+                let raw = raw_sqs(args, &q, &format!("{prefix}-rawbench"), pool, table).await;
+                for name in ["bench", "bench-dlq", "rawbench", "rawbench-dlq"] {
+                    let name = format!("{prefix}-{name}");
                     if let Ok(u) = q.client().get_queue_url().queue_name(name).send().await {
                         let _ = q
                             .client()
@@ -166,6 +169,10 @@ async fn run_all(args: &BenchQueueArgs, pool: &PgPool, table: &str) -> anyhow::R
 
 fn class() -> JobClass {
     JobClass::new("bench").expect("valid class")
+}
+
+fn raw_class() -> JobClass {
+    JobClass::new("rawbench").expect("valid class")
 }
 
 /// Inserts `n` queued rows and returns their envelopes.
@@ -464,18 +471,14 @@ async fn delete_rabbit(amqp: &str, prefix: &str) {
         return;
     };
     if let Ok(ch) = conn.create_channel().await {
-        for tier in ["5s", "30s", "300s"] {
-            let _ = ch
-                .queue_delete(
-                    format!("{prefix}.bench.retry.{tier}").as_str().into(),
-                    QueueDeleteOptions::default(),
-                )
-                .await;
-        }
-        for q in [format!("{prefix}.bench"), format!("{prefix}.bench.dlq")] {
-            let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
+        for class in ["bench", "rawbench"] {
+            let mut names = vec![format!("{prefix}.{class}"), format!("{prefix}.{class}.dlq")];
+            names.extend(["5s", "30s", "300s"].map(|t| format!("{prefix}.{class}.retry.{t}")));
+            for q in names {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
         }
         for x in ["work", "retry", "dlx"] {
             let _ = ch

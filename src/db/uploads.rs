@@ -274,6 +274,8 @@ impl Records {
         reason: Option<&str>,
     ) -> Result<Option<MediaRow>, DbError> {
         let before = self.media_primary(id).await?;
+        // One transaction: the media JSON never shows `deleted` with renditions whose objects are being removed.
+        let mut tx = self.write.begin().await?;
         let n = sqlx::query(
             "UPDATE media SET status = 'deleted', error_message = COALESCE($2, error_message), \
              processing_deadline = NULL, upload_expires_at = NULL, version = version + 1, updated_at = $3 \
@@ -282,9 +284,16 @@ impl Records {
         .bind(id)
         .bind(reason)
         .bind(now_ms())
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n > 0 {
+            sqlx::query("DELETE FROM renditions WHERE media_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(if n == 0 { None } else { before })
     }
 

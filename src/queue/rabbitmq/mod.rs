@@ -117,6 +117,11 @@ impl JobQueue for RabbitQueue {
         .await
     }
 
+    async fn publish_batch(&self, class: &JobClass, bodies: &[Vec<u8>]) -> Result<(), QueueError> {
+        let exchange = self.link.topo.work_exchange();
+        publish::publish_many(&self.link, &exchange, class.as_str(), bodies).await
+    }
+
     async fn receive(
         &self,
         class: &JobClass,
