@@ -2,6 +2,7 @@
 //! `anyhow`. Logs go to stderr; JSON answers to stdout.
 
 mod bench_image;
+mod bench_video;
 mod ops_keys;
 mod ops_warm;
 mod process;
@@ -62,6 +63,8 @@ enum Command {
 enum BenchAction {
     /// Image renditions (thumb + preview from one decode) against `vipsthumbnail` run once per size.
     Image(bench_image::BenchImageArgs),
+    /// mp4-720, the HLS ladder and the poster against the `ffmpeg` CLI (one run per rung, one split command).
+    Video(bench_video::BenchVideoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +97,12 @@ pub fn main() -> ExitCode {
     } = &cli.command
     {
         return bench_image::run(args);
+    }
+    if let Command::Bench {
+        action: BenchAction::Video(args),
+    } = &cli.command
+    {
+        return bench_video::run(args);
     }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
