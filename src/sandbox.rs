@@ -96,7 +96,8 @@ impl Sandbox {
             .arg("--max-memory")
             .arg(self.memory_bytes.to_string())
             .arg("--max-cpu-seconds")
-            .arg((timeout.as_secs().max(1) * cores).to_string())
+            // The wall-clock deadline must fire first: CPU time can reach cores × wall, plus rounding slack.
+            .arg(((timeout.as_secs() + 2) * cores).to_string())
             .arg("--progress")
             .env_remove("MEDIAFLEET_CONFIG")
             // glibc reserves 64 MiB of address space per thread arena; encoders run many threads, and the
