@@ -37,7 +37,9 @@ pub fn h264(spec: &H264) -> Result<encoder::Video, MediaError> {
         .ok_or_else(|| super::internal("this FFmpeg has no libx264 encoder"))?;
     let mut ctx = codec::Context::new_with_codec(codec);
     if spec.global_header {
-        ctx.set_flags(codec::Flags::GLOBAL_HEADER);
+        // `set_flags` replaces the flags, and libx264's codec defaults set `+cgop`: keep it, or x264 writes
+        // open GOPs (segments that do not decode alone, and not what the CLI makes).
+        ctx.set_flags(codec::Flags::GLOBAL_HEADER | codec::Flags::CLOSED_GOP);
     }
     let mut enc = ctx.encoder().video().map_err(failed("libx264"))?;
     enc.set_width(spec.width);
