@@ -5,6 +5,14 @@
 //! touching the file, prints one JSON report and exits. Each way the child can end has its own meaning:
 //! exit 0 or 2 with a report is the answer; death by a signal is `media_crashed`; the deadline is `timeout`;
 //! exit 1 or a failed spawn is our problem, and retryable.
+//!
+//! Progress: with `--progress` the child writes `mediafleet-progress 0.420` lines to its stderr (at most a
+//! few per second). The parent reads the child's stderr line by line, hands progress lines to the caller's
+//! callback and passes every other line through to its own stderr, so logs stay where they were.
+//!
+//! Time: the child is killed at the deadline (and when the job's future is dropped on shutdown) and reaped
+//! before `run` returns, so no encoder outlives its job. Its CPU-time rlimit is the deadline times the number
+//! of cores, because x264 and the frame-threaded decoders use every core.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,7 +20,7 @@ use std::time::Duration;
 
 use mediafleet_proto::{ErrorCode, Profile};
 use mediafleet_workers::{Limits, MediaError, Report};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 /// Why the sandbox could not produce a report. Both variants are transient.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +65,24 @@ impl Sandbox {
         out_dir: &Path,
         timeout: Duration,
     ) -> Result<Report, SandboxError> {
+        self.run_with_progress(input, profile, limits, out_dir, timeout, |_| {})
+            .await
+    }
+
+    /// [`Sandbox::run`], calling `progress` with the fraction done (0.0–1.0) as the child reports it.
+    pub async fn run_with_progress(
+        &self,
+        input: &Path,
+        profile: &Profile,
+        limits: &Limits,
+        out_dir: &Path,
+        timeout: Duration,
+        progress: impl Fn(f64) + Send + Sync + 'static,
+    ) -> Result<Report, SandboxError> {
         let Some(exe) = &self.exe else {
-            return Ok(run_in_process(input, profile, limits, out_dir, timeout).await);
+            return Ok(run_in_process(input, profile, limits, out_dir, timeout, progress).await);
         };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         let mut child = tokio::process::Command::new(exe)
             .arg("process")
             .arg(input)
@@ -73,11 +96,16 @@ impl Sandbox {
             .arg("--max-memory")
             .arg(self.memory_bytes.to_string())
             .arg("--max-cpu-seconds")
-            .arg(timeout.as_secs().max(1).to_string())
+            // The wall-clock deadline must fire first: CPU time can reach cores × wall, plus rounding slack.
+            .arg(((timeout.as_secs() + 2) * cores).to_string())
+            .arg("--progress")
             .env_remove("MEDIAFLEET_CONFIG")
+            // glibc reserves 64 MiB of address space per thread arena; encoders run many threads, and the
+            // address-space rlimit counts reservations, not use.
+            .env("MALLOC_ARENA_MAX", "4")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| SandboxError::Spawn {
@@ -85,13 +113,22 @@ impl Sandbox {
                 source,
             })?;
         let mut stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let relay = tokio::spawn(relay_stderr(stderr, progress));
         let work = async {
             let mut out = Vec::new();
             stdout.read_to_end(&mut out).await?;
             let status = child.wait().await?;
             Ok::<_, std::io::Error>((status, out))
         };
-        let (status, out) = match tokio::time::timeout(timeout, work).await {
+        let outcome = tokio::time::timeout(timeout, work).await;
+        if outcome.is_err() {
+            // Kill and reap now: the encoder must not outlive its job, and its scratch is about to go.
+            let _ = child.kill().await;
+        }
+        // The relay ends when the child's stderr closes (it has exited or been killed).
+        let _ = relay.await;
+        let (status, out) = match outcome {
             Err(_) => {
                 return Ok(Report::failed(
                     None,
@@ -141,12 +178,43 @@ fn interpret(status: std::process::ExitStatus, out: &[u8]) -> Result<Report, San
     }
 }
 
+/// The prefix of a progress line on the child's stderr.
+pub const PROGRESS_PREFIX: &str = "mediafleet-progress ";
+
+/// Reads the child's stderr: progress lines go to `progress`, everything else to our stderr.
+async fn relay_stderr(
+    stderr: tokio::process::ChildStderr,
+    progress: impl Fn(f64) + Send + Sync + 'static,
+) {
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match line
+            .strip_prefix(PROGRESS_PREFIX)
+            .and_then(|x| x.trim().parse::<f64>().ok())
+        {
+            Some(p) => progress(p),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+/// Cancels the in-process work when dropped (the job's future was dropped on shutdown), so the blocking
+/// thread stops at its next packet instead of encoding on for nobody.
+struct CancelOnDrop(mediafleet_workers::Control);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 async fn run_in_process(
     input: &Path,
     profile: &Profile,
     limits: &Limits,
     out_dir: &Path,
     timeout: Duration,
+    progress: impl Fn(f64) + Send + Sync + 'static,
 ) -> Report {
     let (input, profile, limits, out_dir) = (
         input.to_path_buf(),
@@ -154,18 +222,32 @@ async fn run_in_process(
         *limits,
         out_dir.to_path_buf(),
     );
-    let task = tokio::task::spawn_blocking(move || {
-        std::panic::catch_unwind(|| {
-            mediafleet_workers::process(&input, &profile, &limits, &out_dir)
-        })
+    let control = mediafleet_workers::Control::with_progress(progress);
+    let guard = CancelOnDrop(control.clone());
+    let mut task = tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            mediafleet_workers::process_with(&input, &profile, &limits, &out_dir, &control)
+        }))
     });
-    match tokio::time::timeout(timeout, task).await {
-        Err(_) => Report::failed(
-            None,
-            MediaError::new(ErrorCode::Timeout, "media work timed out"),
-        ),
-        Ok(Ok(Ok(report))) => report,
-        Ok(_) => Report::failed(
+    let result = match tokio::time::timeout(timeout, &mut task).await {
+        Ok(r) => r,
+        Err(_) => {
+            // Stop the encode and wait for the thread: nothing may keep writing into a scratch dir that the
+            // caller is about to remove.
+            guard.0.cancel();
+            let _ = task.await;
+            return Report::failed(
+                None,
+                MediaError::new(
+                    ErrorCode::Timeout,
+                    format!("media work ran past its {}s limit", timeout.as_secs()),
+                ),
+            );
+        }
+    };
+    match result {
+        Ok(Ok(report)) => report,
+        _ => Report::failed(
             None,
             MediaError::new(ErrorCode::MediaCrashed, "media work panicked on this file"),
         ),

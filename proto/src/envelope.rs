@@ -86,6 +86,21 @@ pub struct MediaProcess {
     /// Profile name; `default` when absent.
     #[serde(default = "default_profile")]
     pub profile: String,
+    /// Which part of a video's work this message asks for; absent means all of it (images and audio are
+    /// always one stage). See [`Stage`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+}
+
+/// The two halves of a video's `media.process`, so a two-hour transcode never delays thumbnails: the short
+/// half runs on the `image` class, the long half on `video`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Probe, limits, `poster` and `thumb`; then enqueue the `transcode` stage on the `video` class.
+    Poster,
+    /// `mp4-720` and the `hls` ladder; the media becomes `ready` when it ends.
+    Transcode,
 }
 
 fn default_profile() -> String {
@@ -245,6 +260,7 @@ mod tests {
         let job = Job::MediaProcess(MediaProcess {
             source_key: "mediafleet/originals/x".into(),
             profile: "default".into(),
+            stage: Some(Stage::Transcode),
         });
         let env = Envelope::new(Uuid::now_v7(), &job);
         let back = Envelope::parse(&env.to_bytes()).unwrap();

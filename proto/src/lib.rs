@@ -15,6 +15,9 @@ pub mod envelope;
 pub mod media;
 pub mod profile;
 
-pub use envelope::{Envelope, Job, JobKind, ParseError, ENVELOPE_VERSION};
+pub use envelope::{Envelope, Job, JobKind, ParseError, Stage, ENVELOPE_VERSION};
 pub use media::{ErrorCode, MediaKind, MediaStatus};
-pub use profile::{Crop, Fit, OutputFormat, Profile, Profiles, RenditionSpec};
+pub use profile::{
+    AudioProfile, AudioSpec, Crop, Fit, HlsSpec, Mp4Spec, OutputFormat, PeaksSpec, PosterSpec,
+    Profile, Profiles, RenditionSpec, Rung, VideoProfile, AUDIO, HLS, MP4_720, PEAKS, POSTER,
+};

@@ -136,6 +136,9 @@ fn default_speed() -> u8 {
 }
 
 /// The renditions made for each media kind.
+///
+/// Images use `image`. Videos use `video` plus the `image` rendition named `thumb`, which is made from the
+/// poster. Audio uses `audio`. A TOML profile that leaves `video` or `audio` out gets their defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -145,6 +148,12 @@ pub struct Profile {
     /// Record the GPS position from EXIF in the media's metadata (default: never). Outputs never carry it.
     #[serde(default)]
     pub keep_gps: bool,
+    /// Video renditions (`poster`, `mp4-720`, `hls`).
+    #[serde(default)]
+    pub video: VideoProfile,
+    /// Audio renditions (`audio`, `peaks`).
+    #[serde(default)]
+    pub audio: AudioProfile,
 }
 
 /// Profiles by name.
@@ -165,22 +174,244 @@ impl Profile {
                 },
             ],
             keep_gps: false,
+            video: VideoProfile::default(),
+            audio: AudioProfile::default(),
         }
     }
 
-    /// Built-in profiles: `default` and `streaming` (the same image renditions).
+    /// Built-in profiles: `default`, and `streaming`, which adds the `hls` ladder for videos.
     pub fn builtin() -> Profiles {
         let mut p = Profiles::new();
         p.insert("default".into(), Profile::default_profile());
-        p.insert("streaming".into(), Profile::default_profile());
+        let mut streaming = Profile::default_profile();
+        streaming.video.hls = Some(HlsSpec::default());
+        p.insert("streaming".into(), streaming);
         p
     }
 
-    /// Keeps only the named renditions (for `process --only`).
+    /// Keeps only the named renditions (for `process --only`, and for splitting a video job into its short
+    /// and long parts).
     pub fn only(mut self, names: &[String]) -> Self {
-        if !names.is_empty() {
-            self.image.retain(|r| names.contains(&r.name));
+        if names.is_empty() {
+            return self;
+        }
+        let keep = |n: &str| names.iter().any(|x| x == n);
+        self.image.retain(|r| keep(&r.name));
+        if !keep(POSTER) {
+            self.video.poster_written = false;
+        }
+        if !keep(POSTER) && !keep("thumb") {
+            self.video.poster = None;
+        }
+        if !keep(MP4_720) {
+            self.video.mp4 = None;
+        }
+        if !keep(HLS) {
+            self.video.hls = None;
+        }
+        if !keep(AUDIO) {
+            self.audio.audio = None;
+        }
+        if !keep(PEAKS) {
+            self.audio.peaks = None;
         }
         self
     }
+}
+
+/// Name of the video poster rendition (`poster.jpg`).
+pub const POSTER: &str = "poster";
+/// Name of the H.264/AAC MP4 rendition (`mp4-720.mp4`).
+pub const MP4_720: &str = "mp4-720";
+/// Name of the HLS ladder rendition (`hls/master.m3u8`).
+pub const HLS: &str = "hls";
+/// Name of the AAC audio rendition (`audio.m4a`).
+pub const AUDIO: &str = "audio";
+/// Name of the waveform peaks rendition (`peaks.json`).
+pub const PEAKS: &str = "peaks";
+
+/// Video renditions. `None` turns one off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoProfile {
+    /// The `poster` still (the `thumb` image rendition is made from it).
+    #[serde(default = "some_default")]
+    pub poster: Option<PosterSpec>,
+    /// Whether `poster.jpg` itself is written (false when only `thumb` is wanted from it).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub poster_written: bool,
+    /// The `mp4-720` rendition.
+    #[serde(default = "some_default")]
+    pub mp4: Option<Mp4Spec>,
+    /// The `hls` ladder (the `streaming` profile turns it on).
+    #[serde(default)]
+    pub hls: Option<HlsSpec>,
+}
+
+impl Default for VideoProfile {
+    fn default() -> Self {
+        VideoProfile {
+            poster: Some(PosterSpec::default()),
+            poster_written: true,
+            mp4: Some(Mp4Spec::default()),
+            hls: None,
+        }
+    }
+}
+
+/// The poster still.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PosterSpec {
+    /// Where in the video, as a fraction of its duration (0.1 = 10 %).
+    pub at: f64,
+    /// Longest side in pixels (never upscaled).
+    pub max_side: u32,
+    /// JPEG quality, 1–100.
+    pub quality: u8,
+}
+
+impl Default for PosterSpec {
+    fn default() -> Self {
+        PosterSpec {
+            at: 0.1,
+            max_side: 1920,
+            quality: 85,
+        }
+    }
+}
+
+/// The H.264 + AAC MP4 rendition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mp4Spec {
+    /// Largest short side (720 for landscape 1280×720 and portrait 720×1280).
+    pub short_side: u32,
+    /// Largest long side.
+    pub long_side: u32,
+    /// x264 constant rate factor.
+    pub crf: u8,
+    /// x264 preset.
+    pub preset: String,
+    /// AAC bit rate in bits per second.
+    pub audio_bitrate: u32,
+    /// Copy the streams instead of re-encoding when the source is already H.264 High/Main/Baseline yuv420p +
+    /// AAC, inside the box and not rotated.
+    pub remux: bool,
+}
+
+impl Default for Mp4Spec {
+    fn default() -> Self {
+        Mp4Spec {
+            short_side: 720,
+            long_side: 1280,
+            crf: 23,
+            preset: "veryfast".into(),
+            audio_bitrate: 128_000,
+            remux: true,
+        }
+    }
+}
+
+/// One rung of the HLS ladder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rung {
+    /// Largest short side (1080, 720, 480).
+    pub short_side: u32,
+    /// Largest long side.
+    pub long_side: u32,
+}
+
+/// The HLS ladder: one decode, one encoder per rung at or below the source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsSpec {
+    /// Rungs, largest first.
+    pub rungs: Vec<Rung>,
+    /// Target segment length in seconds (keyframes are placed so segments cut there).
+    pub segment_seconds: u32,
+    /// x264 constant rate factor.
+    pub crf: u8,
+    /// x264 preset.
+    pub preset: String,
+    /// AAC bit rate in bits per second.
+    pub audio_bitrate: u32,
+}
+
+impl Default for HlsSpec {
+    fn default() -> Self {
+        let rung = |short_side, long_side| Rung {
+            short_side,
+            long_side,
+        };
+        HlsSpec {
+            rungs: vec![rung(1080, 1920), rung(720, 1280), rung(480, 854)],
+            segment_seconds: 6,
+            crf: 23,
+            preset: "veryfast".into(),
+            audio_bitrate: 128_000,
+        }
+    }
+}
+
+/// Audio renditions. `None` turns one off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioProfile {
+    /// The `audio` rendition: AAC in M4A.
+    #[serde(default = "some_default")]
+    pub audio: Option<AudioSpec>,
+    /// The `peaks` rendition: a waveform for UIs.
+    #[serde(default = "some_default")]
+    pub peaks: Option<PeaksSpec>,
+}
+
+impl Default for AudioProfile {
+    fn default() -> Self {
+        AudioProfile {
+            audio: Some(AudioSpec::default()),
+            peaks: Some(PeaksSpec::default()),
+        }
+    }
+}
+
+/// AAC in M4A.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioSpec {
+    /// AAC bit rate in bits per second.
+    pub bitrate: u32,
+}
+
+impl Default for AudioSpec {
+    fn default() -> Self {
+        AudioSpec { bitrate: 128_000 }
+    }
+}
+
+/// Waveform peaks (the audiowaveform JSON layout that peaks.js and wavesurfer read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeaksSpec {
+    /// Number of min/max pairs over the whole duration.
+    pub buckets: u32,
+}
+
+impl Default for PeaksSpec {
+    fn default() -> Self {
+        PeaksSpec { buckets: 1000 }
+    }
+}
+
+fn some_default<T: Default>() -> Option<T> {
+    Some(T::default())
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }

@@ -2,6 +2,9 @@
 //!
 //! Local storage: the bytes, with `Range` (tower-http), a strong `ETag` (the content hash) and
 //! `Cache-Control`. S3: a redirect to a short-lived presigned URL.
+//!
+//! A directory rendition (`hls`, whose file is `hls/master.m3u8`) is stored under one prefix; its other files
+//! are served by path relative to the master: `…/renditions/hls/720p/index.m3u8`, `…/hls/720p/seg_0000.ts`.
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -83,10 +86,14 @@ async fn serve(
         .map_err(|e| ApiError::unavailable(e.to_string()))?
         .map(Body::new);
     let h = res.headers_mut();
-    if sub.is_none() {
-        if let Ok(ct) = HeaderValue::from_str(&rendition.content_type) {
-            h.insert(header::CONTENT_TYPE, ct);
-        }
+    // The stored type for the rendition's own file; for files inside it (HLS playlists and segments) the type
+    // follows the extension, because a guess from a `.ts` name would say TypeScript.
+    let content_type = match sub {
+        None => rendition.content_type.as_str(),
+        Some(path) => mediafleet_workers::output::content_type(path),
+    };
+    if let Ok(ct) = HeaderValue::from_str(content_type) {
+        h.insert(header::CONTENT_TYPE, ct);
     }
     h.insert(header::ETAG, etag_value);
     // The route is stable but its content changes if the media is reprocessed: cache, then revalidate.

@@ -3,6 +3,7 @@
 
 mod bench_image;
 mod bench_queue;
+mod bench_video;
 mod ops_keys;
 mod ops_warm;
 mod process;
@@ -66,6 +67,8 @@ enum BenchAction {
     /// No-op jobs (with one Postgres write each) through every queue backend, against raw lapin and
     /// aws-sdk-sqs loops doing the same work.
     Queue(bench_queue::BenchQueueArgs),
+    /// mp4-720, the HLS ladder and the poster against the `ffmpeg` CLI (one run per rung, one split command).
+    Video(bench_video::BenchVideoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +101,12 @@ pub fn main() -> ExitCode {
     } = &cli.command
     {
         return bench_image::run(args);
+    }
+    if let Command::Bench {
+        action: BenchAction::Video(args),
+    } = &cli.command
+    {
+        return bench_video::run(args);
     }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

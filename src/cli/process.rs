@@ -41,6 +41,9 @@ pub struct ProcessArgs {
     /// CPU-time cap in seconds (with --sandboxed).
     #[arg(long, hide = true)]
     max_cpu_seconds: Option<u64>,
+    /// Report progress on stderr as `mediafleet-progress 0.420` lines (read by the worker's sandbox).
+    #[arg(long, hide = true)]
+    progress: bool,
 }
 
 /// Runs `process`.
@@ -61,9 +64,30 @@ fn run_inner(common: &CommonArgs, args: &ProcessArgs) -> anyhow::Result<bool> {
     let (profile, limits) = resolve(common, args)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("--out {}: {e}", args.out.display()))?;
-    let report = mediafleet_workers::process(&args.input, &profile, &limits, &args.out);
+    let control = if args.progress {
+        progress_on_stderr()
+    } else {
+        mediafleet_workers::Control::new()
+    };
+    let report =
+        mediafleet_workers::process_with(&args.input, &profile, &limits, &args.out, &control);
     println!("{}", serde_json::to_string(&report)?);
     Ok(report.is_ready())
+}
+
+/// Progress lines on stderr, at most every 500 ms (and always the last one), for the parent to read.
+fn progress_on_stderr() -> mediafleet_workers::Control {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    let last: Mutex<Option<Instant>> = Mutex::new(None);
+    mediafleet_workers::Control::with_progress(move |p| {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
+        if due || p >= 1.0 {
+            *last = Some(Instant::now());
+            eprintln!("{}{p:.3}", crate::sandbox::PROGRESS_PREFIX);
+        }
+    })
 }
 
 fn resolve(common: &CommonArgs, args: &ProcessArgs) -> anyhow::Result<(Profile, Limits)> {

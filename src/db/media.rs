@@ -235,6 +235,83 @@ impl Records {
         Ok(true)
     }
 
+    /// Renditions of a media, read from the primary (a worker merging its stages must not see a stale replica).
+    pub async fn renditions_primary(&self, media_id: &str) -> Result<Vec<RenditionRow>, DbError> {
+        Ok(sqlx::query_as::<_, RenditionRow>(
+            "SELECT media_id, name, key, content_type, width, height, bytes, duration_seconds, sha256 \
+             FROM renditions WHERE media_id = $1 ORDER BY name",
+        )
+        .bind(media_id)
+        .fetch_all(&self.write)
+        .await?)
+    }
+
+    /// Progress of a `processing` media (0.0–1.0). It only moves forward and does not bump the version: it is
+    /// a hint for UIs, written at most every few seconds.
+    pub async fn set_progress(&self, id: &str, progress: f64) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE media SET progress = $2 WHERE id = $1 AND status = 'processing' AND progress < $2",
+        )
+        .bind(id)
+        .bind(progress)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// The end of a video's short stage: its renditions (poster, thumb), metadata and placeholders are stored
+    /// and visible while the media stays `processing` for its long stage. The stuck-job deadline is cleared,
+    /// because the long stage may wait in the `video` queue for longer than any one job runs; it sets its own
+    /// deadline when it starts. Returns false when the media is no longer `processing`.
+    pub async fn keep_partial(
+        &self,
+        id: &str,
+        metadata: &serde_json::Value,
+        blurhash: Option<&str>,
+        thumbhash: Option<&str>,
+        renditions: &[RenditionRow],
+    ) -> Result<bool, DbError> {
+        let mut tx = self.write.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE media SET metadata = $2, blurhash = $3, thumbhash = $4, processing_deadline = NULL, \
+             version = version + 1, updated_at = $5 WHERE id = $1 AND status = 'processing'",
+        )
+        .bind(id)
+        .bind(metadata.to_string())
+        .bind(blurhash)
+        .bind(thumbhash)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for r in renditions {
+            sqlx::query(
+                "INSERT INTO renditions (media_id, name, key, content_type, width, height, bytes, \
+                 duration_seconds, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (media_id, name) DO UPDATE SET key = excluded.key, \
+                 content_type = excluded.content_type, width = excluded.width, height = excluded.height, \
+                 bytes = excluded.bytes, duration_seconds = excluded.duration_seconds, sha256 = excluded.sha256",
+            )
+            .bind(id)
+            .bind(&r.name)
+            .bind(&r.key)
+            .bind(&r.content_type)
+            .bind(r.width)
+            .bind(r.height)
+            .bind(r.bytes)
+            .bind(r.duration_seconds)
+            .bind(&r.sha256)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// `uploading|queued|processing → failed`. Returns false when the media had already ended.
     pub async fn fail(&self, id: &str, code: &str, message: &str) -> Result<bool, DbError> {
         let n = sqlx::query(

@@ -38,25 +38,27 @@ pub struct OutboxRow {
 }
 
 impl OutboxJob {
-    /// A `media.process` job for a media of `kind` (images on `image`, video and audio on `video`).
+    /// A `media.process` job for a media of `kind`: images on `image`; videos start on `image` with their
+    /// short `poster` stage (which enqueues the long `transcode` stage on `video`); audio on `video`.
     pub fn media_process(
         id: uuid::Uuid,
         source_key: &str,
         profile: &str,
         kind: mediafleet_proto::MediaKind,
     ) -> Self {
-        use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, MediaKind};
+        use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, MediaKind, Stage};
         let env = Envelope::new(
             id,
             &Job::MediaProcess(MediaProcess {
                 source_key: source_key.to_owned(),
                 profile: profile.to_owned(),
+                stage: (kind == MediaKind::Video).then_some(Stage::Poster),
             }),
         );
         OutboxJob {
             class: match kind {
-                MediaKind::Image => "image",
-                MediaKind::Video | MediaKind::Audio => "video",
+                MediaKind::Image | MediaKind::Video => "image",
+                MediaKind::Audio => "video",
             }
             .into(),
             body: env.to_bytes(),

@@ -1,16 +1,81 @@
 //! `media.process`: fetch the original, run the media work in the sandbox, store the renditions under
 //! content-derived keys, and mark the media ready — every step safe to repeat.
+//!
+//! Videos run in two stages so a two-hour transcode never delays thumbnails (see [`Stage`]): the `poster`
+//! stage (on the `image` class) probes, checks limits and makes `poster` + `thumb`, stores them while the media
+//! stays `processing`, and enqueues the `transcode` stage on the `video` class, which makes `mp4-720` and
+//! `hls` and marks the media ready with every rendition. A message without a stage does the whole job.
 
 use std::path::Path;
+use std::time::Duration;
 
 use mediafleet_proto::envelope::MediaProcess;
-use mediafleet_proto::{Envelope, ErrorCode};
+use mediafleet_proto::{Envelope, ErrorCode, Job, MediaKind, Profile, Stage};
+use mediafleet_proto::{HLS, MP4_720, POSTER};
 use mediafleet_workers::MediaError;
 use tracing::info;
 
+use super::progress::ProgressWriter;
+use super::upload::store_renditions;
 use super::{Done, JobContext, JobError};
-use crate::db::{now_ms, RenditionRow};
-use crate::storage::keys;
+use crate::db::now_ms;
+use crate::queue::JobClass;
+
+/// Wall-clock budget of a transcode per second of media, on top of the job timeout: x264 `veryfast` with a
+/// three-rung ladder runs faster than real time on one modern core, so 3× is a generous bound that still
+/// catches a runaway encode.
+pub const TRANSCODE_SECONDS_PER_MEDIA_SECOND: f64 = 3.0;
+
+/// What one delivery runs, and what follows it.
+struct Part {
+    profile: Profile,
+    /// The share of the media's progress bar this part covers: `(start, span)`.
+    progress: (f64, f64),
+    /// The stage to enqueue when this part is done (`None`: this part finishes the media).
+    next: Option<Stage>,
+    /// Whether rendition rows from an earlier stage are kept.
+    merge: bool,
+}
+
+fn part(kind: MediaKind, stage: Option<Stage>, profile: &Profile) -> Part {
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let long = profile.video.mp4.is_some() || profile.video.hls.is_some();
+    match (kind, stage) {
+        (MediaKind::Video, Some(Stage::Poster)) if long => Part {
+            profile: profile.clone().only(&names(&[POSTER, "thumb"])),
+            progress: (0.0, 0.05),
+            next: Some(Stage::Transcode),
+            merge: false,
+        },
+        (MediaKind::Video, Some(Stage::Transcode)) => Part {
+            profile: profile.clone().only(&names(&[MP4_720, HLS])),
+            progress: (0.05, 0.94),
+            next: None,
+            merge: true,
+        },
+        _ => Part {
+            profile: profile.clone(),
+            progress: (0.0, 0.99),
+            next: None,
+            merge: false,
+        },
+    }
+}
+
+/// The job's wall-clock limit: the configured one, plus [`TRANSCODE_SECONDS_PER_MEDIA_SECOND`] per second of
+/// media for the stages that encode (the duration comes from the probe of an earlier stage, or the row).
+fn timeout(ctx: &JobContext, kind: MediaKind, stage: Option<Stage>, metadata: &str) -> Duration {
+    if kind == MediaKind::Image || stage == Some(Stage::Poster) {
+        return ctx.job_timeout;
+    }
+    let seconds = serde_json::from_str::<serde_json::Value>(metadata)
+        .ok()
+        .and_then(|m| m.get("duration_seconds").and_then(|d| d.as_f64()))
+        // Not probed yet (audio, or a video job without stages): allow the 4 h default's worth.
+        .unwrap_or(ctx.limits.video_seconds.min(4.0 * 3600.0))
+        .clamp(0.0, ctx.limits.video_seconds);
+    ctx.job_timeout + Duration::from_secs_f64(seconds * TRANSCODE_SECONDS_PER_MEDIA_SECOND)
+}
 
 pub(super) async fn process(
     ctx: &JobContext,
@@ -19,9 +84,14 @@ pub(super) async fn process(
     scratch: &Path,
 ) -> Result<Done, JobError> {
     let id = env.media_id.to_string();
+    let Some(before) = ctx.records.media_primary(&id).await? else {
+        info!(media_id = %id, "media is gone; nothing to do");
+        return Ok(Done::Skipped);
+    };
+    let kind = MediaKind::parse(&before.kind).unwrap_or(MediaKind::Image);
+    let limit = timeout(ctx, kind, job.stage, &before.metadata);
     // The deadline after which the reaper calls this media stuck: twice the job's own limit.
-    let deadline =
-        now_ms() + 2 * i64::try_from(ctx.job_timeout.as_millis()).unwrap_or(i64::MAX / 4);
+    let deadline = now_ms() + 2 * i64::try_from(limit.as_millis()).unwrap_or(i64::MAX / 4);
     let Some(row) = ctx.records.start_processing(&id, deadline).await? else {
         let status = ctx.records.media_primary(&id).await?.map(|m| m.status);
         info!(media_id = %id, ?status, "media is not waiting for processing; nothing to do");
@@ -38,6 +108,7 @@ pub(super) async fn process(
             format!("profile {profile_name:?} is not configured on this worker"),
         ))
     })?;
+    let part = part(kind, job.stage, profile);
 
     let input = scratch.join("original");
     let out_dir = scratch.join("out");
@@ -46,10 +117,20 @@ pub(super) async fn process(
         .map_err(|e| JobError::transient(ErrorCode::Internal, format!("scratch: {e}")))?;
     ctx.store.get_to_file(&row.source_key, &input).await?;
 
+    let progress = ProgressWriter::start(ctx.records.clone(), id.clone(), part.progress);
     let report = ctx
         .sandbox
-        .run(&input, profile, &ctx.limits, &out_dir, ctx.job_timeout)
-        .await?;
+        .run_with_progress(
+            &input,
+            &part.profile,
+            &ctx.limits,
+            &out_dir,
+            limit,
+            progress.sender(),
+        )
+        .await;
+    progress.stop().await;
+    let report = report?;
     if !report.is_ready() {
         let err = report.error.unwrap_or_else(|| {
             MediaError::new(ErrorCode::Internal, "media work failed without saying why")
@@ -57,34 +138,50 @@ pub(super) async fn process(
         return Err(JobError::Permanent(err));
     }
 
-    let mut rows = Vec::with_capacity(report.renditions.len());
-    for r in &report.renditions {
-        let key = keys::rendition(&ctx.prefix, &id, &r.name, &r.sha256, &r.file);
-        ctx.store
-            .put_if_absent(&key, &out_dir.join(&r.file), &r.content_type)
-            .await?;
-        rows.push(RenditionRow {
-            media_id: id.clone(),
-            name: r.name.clone(),
-            key,
-            content_type: r.content_type.clone(),
-            width: r.width.map(i64::from),
-            height: r.height.map(i64::from),
-            bytes: i64::try_from(r.bytes).unwrap_or(i64::MAX),
-            duration_seconds: r.duration_seconds,
-            sha256: r.sha256.clone(),
-        });
+    let mut rows = store_renditions(ctx, &id, &report.renditions, &out_dir).await?;
+    let mut metadata =
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&row.metadata)
+            .unwrap_or_default();
+    metadata.extend(report.metadata.clone());
+    let metadata = serde_json::Value::Object(metadata);
+    let blurhash = report.blurhash.as_deref().or(row.blurhash.as_deref());
+    let thumbhash = report.thumbhash.as_deref().or(row.thumbhash.as_deref());
+
+    if let Some(next) = part.next {
+        if !ctx
+            .records
+            .keep_partial(&id, &metadata, blurhash, thumbhash, &rows)
+            .await?
+        {
+            info!(media_id = %id, "media ended while its poster was made; not continuing");
+            return Ok(Done::Skipped);
+        }
+        // Stored first, then enqueued: the long stage must find the poster rows to merge.
+        let follow = Envelope::new(
+            env.media_id,
+            &Job::MediaProcess(MediaProcess {
+                source_key: job.source_key.clone(),
+                profile: job.profile.clone(),
+                stage: Some(next),
+            }),
+        );
+        let class = JobClass::new("video")?;
+        ctx.queue.publish(&class, &follow.to_bytes()).await?;
+        info!(media_id = %id, renditions = rows.len(), "poster ready; transcode enqueued on the video class");
+        super::enqueue_warm(ctx, &id).await;
+        return Ok(Done::Completed);
     }
-    let metadata = serde_json::Value::Object(report.metadata.clone());
+
+    if part.merge {
+        for old in ctx.records.renditions_primary(&id).await? {
+            if rows.iter().all(|r| r.name != old.name) {
+                rows.push(old);
+            }
+        }
+    }
     let finished = ctx
         .records
-        .finish_ready(
-            &id,
-            &metadata,
-            report.blurhash.as_deref(),
-            report.thumbhash.as_deref(),
-            &rows,
-        )
+        .finish_ready(&id, &metadata, blurhash, thumbhash, &rows)
         .await?;
     if !finished {
         info!(media_id = %id, "media was finished by another delivery; this one's writes were no-ops");
@@ -93,4 +190,32 @@ pub(super) async fn process(
     info!(media_id = %id, renditions = rows.len(), "media ready");
     super::enqueue_warm(ctx, &id).await;
     Ok(Done::Completed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn videos_split_into_a_short_and_a_long_stage() {
+        let streaming = Profile::builtin().remove("streaming").unwrap();
+        let p = part(MediaKind::Video, Some(Stage::Poster), &streaming);
+        assert_eq!(p.next, Some(Stage::Transcode));
+        assert!(p.profile.video.poster.is_some() && p.profile.video.mp4.is_none());
+        assert!(p.profile.video.hls.is_none());
+        assert_eq!(p.profile.image.len(), 1, "thumb only");
+        let p = part(MediaKind::Video, Some(Stage::Transcode), &streaming);
+        assert!(p.next.is_none() && p.merge);
+        assert!(p.profile.video.poster.is_none() && p.profile.image.is_empty());
+        assert!(p.profile.video.mp4.is_some() && p.profile.video.hls.is_some());
+        let p = part(MediaKind::Audio, None, &streaming);
+        assert!(p.next.is_none() && !p.merge);
+        // Nothing long to do: the poster stage finishes the media itself.
+        let mut short = streaming.clone();
+        short.video.mp4 = None;
+        short.video.hls = None;
+        assert!(part(MediaKind::Video, Some(Stage::Poster), &short)
+            .next
+            .is_none());
+    }
 }

@@ -3,6 +3,8 @@
 
 mod media;
 mod notify;
+mod progress;
+mod upload;
 mod validate;
 mod warm;
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 use mediafleet_proto::{Envelope, ErrorCode, Job, Profiles};
 use mediafleet_workers::{Limits, MediaError};
 
+pub use media::TRANSCODE_SECONDS_PER_MEDIA_SECOND;
 pub use warm::{changes_media_status, enqueue_warm};
 
 use crate::cache::MediaCache;

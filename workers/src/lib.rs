@@ -11,15 +11,24 @@
 //! - [`output`]: writes rendition files (atomic replace) and describes them with their SHA-256.
 //! - [`image`]: decode (orientation, first frame), resize (fast_image_resize), encode (JPEG, WebP, PNG),
 //!   placeholder hashes.
+//! - [`av`]: FFmpeg plumbing (ffmpeg-next): probe and limits, filter graphs, encoders, muxers.
+//! - [`video`]: poster, `thumb` from the poster, `mp4-720` (copy or encode), the HLS ladder, HDR tone mapping.
+//! - [`audio`]: `audio` (AAC in M4A) and `peaks` for audio-only uploads.
+//! - [`control`]: progress reports and cancellation for long work.
 
+pub mod audio;
+pub mod av;
+pub mod control;
 pub mod image;
 pub mod limits;
 pub mod output;
 pub mod process;
 pub mod report;
 pub mod sniff;
+pub mod video;
 
+pub use control::Control;
 pub use limits::Limits;
-pub use process::process;
+pub use process::{process, process_with};
 pub use report::{MediaError, Rendition, Report};
 pub use sniff::{sniff, Sniffed};

@@ -18,6 +18,14 @@ pub struct Limits {
     pub pixel_frames: u64,
     /// Decoder allocation cap in bytes (passed to `image::Limits::max_alloc`).
     pub max_alloc_bytes: u64,
+    /// Longest video or audio, in seconds (from the container header, before decoding).
+    pub video_seconds: f64,
+    /// Largest video frame (width × height), from the stream header.
+    pub video_pixels: u64,
+    /// Most video frames (the header's count, or duration × frame rate).
+    pub video_frames: u64,
+    /// Most streams in one container.
+    pub streams: u64,
 }
 
 impl Default for Limits {
@@ -29,6 +37,12 @@ impl Default for Limits {
             frames: 1_000,
             pixel_frames: 2_000_000_000,
             max_alloc_bytes: 1 << 30,
+            video_seconds: 4.0 * 3600.0,
+            // 8K UHD (7680 × 4320 = 33.2 MP) with room for odd sizes around it.
+            video_pixels: 36_000_000,
+            // 4 h at 120 fps.
+            video_frames: 1_728_000,
+            streams: 16,
         }
     }
 }

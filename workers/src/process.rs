@@ -8,10 +8,7 @@ use std::path::Path;
 use mediafleet_proto::{ErrorCode, MediaKind, Profile};
 
 use crate::sniff::{sniff, Sniffed, SNIFF_LEN};
-use crate::{image, Limits, MediaError, Report};
-
-/// Message for kinds this build recognises but cannot process yet.
-pub const AV_NOT_AVAILABLE: &str = "video/audio processing is not available in this build yet";
+use crate::{audio, image, video, Control, Limits, MediaError, Report};
 
 /// Why HEIC/HEIF originals are refused: Debian 12's libheif is 1.15 (libheif-rs needs ≥ 1.17) and FFmpeg 5.1
 /// cannot read HEIF image items.
@@ -22,6 +19,18 @@ pub const HEIC_UNSUPPORTED: &str = "HEIC/HEIF images are recognised but not deco
 /// Turns `input` into the renditions of `profile`, written into `out_dir` as `{name}.{ext}` (replacing files of
 /// the same name). Never panics on bad input: every failure is a `failed` report with a code.
 pub fn process(input: &Path, profile: &Profile, limits: &Limits, out_dir: &Path) -> Report {
+    process_with(input, profile, limits, out_dir, &Control::new())
+}
+
+/// [`process`] with progress reports and a cancel flag (long video work). A cancelled run ends `failed` with
+/// `timeout` and leaves no partial output files.
+pub fn process_with(
+    input: &Path,
+    profile: &Profile,
+    limits: &Limits,
+    out_dir: &Path,
+    control: &Control,
+) -> Report {
     let sniffed = match read_head(input) {
         Ok(head) => match sniff(&head) {
             Some(s) => s,
@@ -44,7 +53,7 @@ pub fn process(input: &Path, profile: &Profile, limits: &Limits, out_dir: &Path)
         }
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        by_kind(input, &sniffed, profile, limits, out_dir)
+        by_kind(input, &sniffed, profile, limits, out_dir, control)
     }));
     let result = result.unwrap_or_else(|payload| {
         Err(MediaError::new(
@@ -76,6 +85,7 @@ fn by_kind(
     profile: &Profile,
     limits: &Limits,
     out_dir: &Path,
+    control: &Control,
 ) -> Result<Report, MediaError> {
     match sniffed.kind {
         MediaKind::Image => {
@@ -102,10 +112,17 @@ fn by_kind(
                     ),
                 ));
             }
-            Err(MediaError::new(
-                ErrorCode::UnsupportedFormat,
-                AV_NOT_AVAILABLE,
-            ))
+            let mut report = match sniffed.kind {
+                MediaKind::Video => video::run(input, profile, limits, out_dir, control)?,
+                _ => audio::run(input, profile, limits, out_dir, control)?,
+            };
+            report
+                .metadata
+                .insert("content_type".into(), sniffed.mime.into());
+            report
+                .metadata
+                .insert("format".into(), sniffed.format.into());
+            Ok(report)
         }
     }
 }

@@ -158,6 +158,7 @@ fn every_output_format() {
             },
         ],
         keep_gps: false,
+        ..Profile::default_profile()
     };
     let (r, out) = run_with("photo.jpg", &profile, &Limits::default());
     assert!(r.is_ready(), "{r:?}");
@@ -202,6 +203,7 @@ fn png_if_alpha_keeps_transparency_only_when_there_is_some() {
     let profile = Profile {
         image: vec![spec],
         keep_gps: false,
+        ..Profile::default_profile()
     };
     let (r, out) = run_with("alpha.png", &profile, &Limits::default());
     assert_eq!(r.renditions[0].file, "preview.png", "{r:?}");

@@ -139,6 +139,7 @@ fn smart_cover_crops_move_the_window() {
         let profile = Profile {
             image: vec![spec(c)],
             keep_gps: false,
+            ..Profile::default_profile()
         };
         let (r, out) = run_with("orientation-1.jpg", &profile, &Limits::default());
         assert!(r.is_ready(), "{c:?}: {r:?}");
@@ -157,6 +158,7 @@ fn animated_webp_rendition_keeps_every_frame() {
             RenditionSpec::new("preview", 1280, 1280, OutputFormat::Jpeg),
         ],
         keep_gps: false,
+        ..Profile::default_profile()
     };
     for name in ["animated.gif", "animated.webp"] {
         let (r, out) = run_with(name, &profile, &Limits::default());

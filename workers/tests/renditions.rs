@@ -180,6 +180,7 @@ fn cover_crops_to_the_box_and_formats_follow_the_profile() {
             ..RenditionSpec::new("square", 200, 200, OutputFormat::Png)
         }],
         keep_gps: false,
+        ..Profile::default_profile()
     };
     let (r, out) = run_with("photo.jpg", &profile, &Limits::default());
     assert!(r.is_ready(), "{r:?}");
