@@ -160,7 +160,9 @@ async fn openapi_documents_every_route_and_only_routes() {
             let url = format!(
                 "{}{}",
                 f.base,
-                path.replace("{id}", &id).replace("{name}", "thumb")
+                path.replace("{id}", &id)
+                    .replace("{name}", "thumb")
+                    .replace("{path}", "master.m3u8")
             );
             let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let r = client.request(m, &url).send().await.unwrap();
@@ -181,6 +183,7 @@ async fn openapi_documents_every_route_and_only_routes() {
         "GET /v1/media/{id}",
         "DELETE /v1/media/{id}",
         "GET /v1/media/{id}/renditions/{name}",
+        "GET /v1/media/{id}/renditions/{name}/{path}",
         "GET /healthz",
         "GET /readyz",
         "GET /openapi.json",

@@ -96,6 +96,13 @@ pub fn document() -> Value {
                 json!({"parameters": [id_param(), {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
                     {"name": "expires", "in": "query", "schema": {"type": "integer"}},
                     {"name": "signature", "in": "query", "schema": {"type": "string"}}]}))},
+            "/v1/media/{id}/renditions/{name}/{path}": {"get": op(
+                "A file inside a multi-file rendition (the playlists and segments of `hls`); `path` may contain `/`",
+                ("200", json!({"type": "string", "format": "binary"})), &["401", "404"],
+                json!({"parameters": [id_param(), {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "path", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "expires", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "signature", "in": "query", "schema": {"type": "string"}}]}))},
             "/healthz": {"get": op("Liveness", ("200", json!({"type": "object"})), &[], json!({"security": []}))},
             "/readyz": {"get": op("Readiness", ("200", json!({"type": "object"})), &["503"], json!({"security": []}))},
             "/openapi.json": {"get": op("This document", ("200", json!({"type": "object"})), &[], json!({"security": []}))},
