@@ -50,6 +50,26 @@ fn files(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+fn only_restricts_image_renditions() {
+    let out = tempfile::tempdir().unwrap();
+    let (code, r) = process("photo.jpg", out.path(), &[]);
+    assert_eq!(code, 0, "{r}");
+    let mut all = names(&r);
+    all.sort();
+    assert_eq!(all, ["preview", "thumb"]);
+    assert!(
+        r["blurhash"].is_string() && r["thumbhash"].is_string(),
+        "{r}"
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let (code, r) = process("photo.jpg", out.path(), &["--only", "preview"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r), ["preview"]);
+    assert_eq!(files(out.path()), ["preview.jpg"]);
+}
+
+#[test]
 fn only_restricts_video_renditions() {
     let out = tempfile::tempdir().unwrap();
     let (code, r) = process("av/clip-1080.mp4", out.path(), &["--only", "poster,thumb"]);
