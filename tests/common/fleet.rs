@@ -16,6 +16,15 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Stop the processes first, so they do not redeclare what is being deleted.
+        self.api.kill();
+        self.worker.kill();
+        drop_rabbit_prefix(&self.prefix);
+    }
+}
+
 pub async fn start_fleet(worker_queue: Option<String>) -> Fleet {
     require_tcp("127.0.0.1:5672", "RabbitMQ");
     start_fleet_on(amqp_url(), worker_queue).await

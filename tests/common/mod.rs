@@ -232,3 +232,51 @@ pub fn rendition<'a>(media: &'a Value, name: &str) -> &'a Value {
         .and_then(|rs| rs.iter().find(|r| r["name"] == name))
         .unwrap_or_else(|| panic!("no {name} rendition in {media}"))
 }
+
+/// RabbitMQ management API base (for cleanup and in-flight readings).
+pub fn amqp_management_url() -> String {
+    std::env::var("MEDIAFLEET_TEST_AMQP_MANAGEMENT")
+        .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
+}
+
+/// Deletes every RabbitMQ queue and exchange named `{prefix}.…` (best effort, through the management API), so
+/// quorum queues from process-level tests do not pile up on the shared broker. Runs on its own thread and
+/// runtime, so it can be called from `Drop`.
+pub fn drop_rabbit_prefix(prefix: &str) {
+    let prefix = format!("{prefix}.");
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let base = amqp_management_url();
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            for kind in ["queues", "exchanges"] {
+                let Ok(r) = client
+                    .get(format!("{base}/api/{kind}/%2f?columns=name"))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                let names: Vec<Value> = r.json().await.unwrap_or_default();
+                for n in names {
+                    let Some(name) = n["name"].as_str().filter(|s| s.starts_with(&prefix)) else {
+                        continue;
+                    };
+                    let _ = client
+                        .delete(format!("{base}/api/{kind}/%2f/{name}"))
+                        .send()
+                        .await;
+                }
+            }
+        });
+    })
+    .join();
+}

@@ -22,6 +22,21 @@ pub struct UploadFleet {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for UploadFleet {
+    fn drop(&mut self) {
+        // Stop the processes first, so they do not redeclare what is being deleted.
+        if let Some(p) = self.api.as_mut() {
+            p.kill();
+        }
+        if let Some(p) = self.worker.as_mut() {
+            p.kill();
+        }
+        if let Some((_, prefix)) = self.env.iter().find(|(k, _)| k == "MEDIAFLEET_PREFIX") {
+            drop_rabbit_prefix(prefix);
+        }
+    }
+}
+
 impl UploadFleet {
     /// Starts the api with extra env (e.g. the fault knob) and waits for it unless `wait` is false.
     pub async fn start_api(&mut self, extra: &[(&str, &str)], wait: bool) {
