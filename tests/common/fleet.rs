@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use mediafleet::storage::s3::{S3Config, S3Store};
-
 use super::*;
 
 pub struct Fleet {
@@ -39,18 +37,8 @@ pub fn sqs_url() -> String {
 /// because `api` and `worker` only verify them.
 pub async fn start_fleet_on(queue: String, worker_queue: Option<String>) -> Fleet {
     aws_env();
-    let endpoint = s3_endpoint();
-    require_tcp(endpoint.trim_start_matches("http://"), "moto_server (S3)");
     let prefix = unique("p");
-    let bucket = unique("b");
-    let storage = format!("s3://{bucket}?endpoint={endpoint}&region=us-east-1&path_style=true");
-    let cfg = S3Config::from_url(&url::Url::parse(&storage).unwrap()).unwrap();
-    S3Store::connect(cfg)
-        .await
-        .unwrap()
-        .ensure_bucket()
-        .await
-        .expect("create bucket in moto");
+    let (_, storage) = moto_bucket().await;
     let db = pg_database().await;
     let dir = tempfile::tempdir().unwrap();
     let config = fast_config(dir.path(), "");

@@ -280,3 +280,21 @@ pub fn drop_rabbit_prefix(prefix: &str) {
     })
     .join();
 }
+
+/// A fresh bucket on moto; returns its name and its `--storage` URL. Fails loudly when moto is not up.
+pub async fn moto_bucket() -> (String, String) {
+    use mediafleet::storage::s3::{S3Config, S3Store};
+    aws_env();
+    let endpoint = s3_endpoint();
+    require_tcp(endpoint.trim_start_matches("http://"), "moto_server (S3)");
+    let bucket = unique("b");
+    let storage = format!("s3://{bucket}?endpoint={endpoint}&region=us-east-1&path_style=true");
+    let cfg = S3Config::from_url(&url::Url::parse(&storage).unwrap()).unwrap();
+    S3Store::connect(cfg)
+        .await
+        .unwrap()
+        .ensure_bucket()
+        .await
+        .expect("create bucket in moto");
+    (bucket, storage)
+}

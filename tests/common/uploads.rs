@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mediafleet::storage::s3::{S3Config, S3Store};
 use serde_json::Value;
 
 use super::fleet::refs;
@@ -79,18 +78,8 @@ impl UploadFleet {
 pub async fn upload_fleet(extra: &str, listen_host: &str, start: bool) -> UploadFleet {
     aws_env();
     require_tcp("127.0.0.1:5672", "RabbitMQ");
-    let endpoint = s3_endpoint();
-    require_tcp(endpoint.trim_start_matches("http://"), "moto_server (S3)");
     let prefix = unique("p");
-    let bucket = unique("b");
-    let storage = format!("s3://{bucket}?endpoint={endpoint}&region=us-east-1&path_style=true");
-    let cfg = S3Config::from_url(&url::Url::parse(&storage).unwrap()).unwrap();
-    S3Store::connect(cfg)
-        .await
-        .unwrap()
-        .ensure_bucket()
-        .await
-        .expect("create bucket in moto");
+    let (bucket, storage) = moto_bucket().await;
     let db = pg_database().await;
     let dir = tempfile::tempdir().unwrap();
     let config = fast_config(dir.path(), extra);
