@@ -106,13 +106,21 @@ async fn outbox_crash_between_commit_and_publish_is_processed_once() {
     f.start_worker();
     let media = wait_status(&f.base, &id, None, &["ready", "failed"]).await;
     assert_eq!(media["status"], "ready", "{media}");
-    let runs: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT kind, outcome FROM job_attempts WHERE media_id = $1 AND kind = 'media.process'",
-    )
-    .bind(&id)
-    .fetch_all(&mut pg)
-    .await
-    .unwrap();
+    // The worker records the attempt's outcome just after it marks the media ready: wait for that write.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let runs = loop {
+        let runs: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT kind, outcome FROM job_attempts WHERE media_id = $1 AND kind = 'media.process'",
+        )
+        .bind(&id)
+        .fetch_all(&mut pg)
+        .await
+        .unwrap();
+        if runs.iter().all(|r| r.1.is_some()) || Instant::now() > deadline {
+            break runs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(runs.len(), 1, "processed more than once: {runs:?}");
     assert_eq!(runs[0].1.as_deref(), Some("ok"));
     let (sent, total): (i64, i64) =
