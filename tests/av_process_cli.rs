@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// The binary under test (`MEDIAFLEET_TEST_BIN` overrides cargo's, as in `tests/common`).
+fn bin() -> PathBuf {
+    std::env::var_os("MEDIAFLEET_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_mediafleet").into())
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
@@ -14,7 +21,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn process(input: &str, out: &Path, extra: &[&str]) -> (i32, Value) {
-    let o = Command::new(env!("CARGO_BIN_EXE_mediafleet"))
+    let o = Command::new(bin())
         .arg("process")
         .arg(fixture(input))
         .arg("--out")
@@ -118,7 +125,7 @@ fn failed_media_prints_the_report_and_exits_2() {
 #[tokio::test]
 async fn the_sandbox_kills_a_child_at_its_deadline() {
     let sandbox = mediafleet::sandbox::Sandbox {
-        exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_mediafleet"))),
+        exe: Some(bin()),
         memory_bytes: 4 << 30,
     };
     let out = tempfile::tempdir().unwrap();

@@ -87,7 +87,7 @@ async fn serve(cache_url: &str) -> Served {
 
 /// Runs `mediafleet ops warm ARGS` to completion; returns its stdout summary.
 fn ops_warm(s: &Served, args: &[&str]) -> Value {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mediafleet"));
+    let mut cmd = std::process::Command::new(common::bin());
     cmd.args(["ops", "warm"]).args(args);
     for (k, v) in &s.env {
         cmd.env(k, v);

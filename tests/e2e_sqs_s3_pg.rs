@@ -119,7 +119,7 @@ async fn worker_refuses_to_start_without_the_queues() {
     let prefix = unique("nq");
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_mediafleet"))
+        tokio::process::Command::new(common::bin())
             .args(["worker", "--classes", "image"])
             .env("MEDIAFLEET_QUEUE", sqs_url())
             .env("MEDIAFLEET_PREFIX", &prefix)

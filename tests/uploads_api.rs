@@ -182,6 +182,7 @@ async fn openapi_documents_every_route_and_only_routes() {
         "GET /v1/media",
         "GET /v1/media/{id}",
         "DELETE /v1/media/{id}",
+        "POST /v1/media/{id}/reprocess",
         "GET /v1/media/{id}/renditions/{name}",
         "GET /v1/media/{id}/renditions/{name}/{path}",
         "GET /healthz",

@@ -1,5 +1,6 @@
 //! The client snippets in `proto/examples/snippets/` (curl, PHP, Python) run against a real api with API
 //! keys required (listening off loopback), on Postgres, RabbitMQ and moto S3. A missing interpreter fails.
+//! The Python one also imports an object from another bucket with boto3 into the presigned flow.
 
 mod common;
 
@@ -10,9 +11,17 @@ use common::uploads::*;
 use common::*;
 use serde_json::Value;
 
-fn run(f: &UploadFleet, key: &str, program: &str, script: &str) {
+fn run(
+    f: &UploadFleet,
+    key: &str,
+    program: &str,
+    script: &str,
+    env: &[(&str, &str)],
+    ready: usize,
+) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/examples/snippets");
     let out = Command::new(program)
+        .envs(env.iter().copied())
         .arg(dir.join(script))
         .arg(fixture("photo.jpg"))
         .env("MEDIAFLEET_URL", &f.base)
@@ -26,7 +35,11 @@ fn run(f: &UploadFleet, key: &str, program: &str, script: &str) {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout.matches(" ready").count(), 2, "{script}: {stdout}");
+    assert_eq!(
+        stdout.matches(" ready").count(),
+        ready,
+        "{script}: {stdout}"
+    );
 }
 
 #[tokio::test]
@@ -45,7 +58,30 @@ async fn curl_php_and_python_snippets_run() {
         });
         format!("{venv}/bin/python")
     });
-    run(&f, &key, "sh", "upload.sh");
-    run(&f, &key, "php", "upload.php");
-    run(&f, &key, &python, "upload.py");
+    run(&f, &key, "sh", "upload.sh", &[], 2);
+    run(&f, &key, "php", "upload.php", &[], 2);
+    // The Python snippet also imports an object the app keeps in its own bucket: boto3 reads it with the
+    // app's credentials and streams it into mediafleet's presigned URLs.
+    let (source, storage) = moto_bucket().await;
+    let cfg =
+        mediafleet::storage::s3::S3Config::from_url(&url::Url::parse(&storage).unwrap()).unwrap();
+    let store = mediafleet::storage::s3::S3Store::connect(cfg)
+        .await
+        .unwrap();
+    mediafleet::storage::ObjectStore::put_file(
+        &store,
+        "legacy/photo.jpg",
+        &fixture("photo.jpg"),
+        "image/jpeg",
+    )
+    .await
+    .unwrap();
+    let endpoint = s3_endpoint();
+    let env = [
+        ("SOURCE_BUCKET", source.as_str()),
+        ("SOURCE_KEY", "legacy/photo.jpg"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    run(&f, &key, &python, "upload.py", &env, 3);
 }

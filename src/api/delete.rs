@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::media::parse_id;
+use super::media::{parse_id, refresh_cached};
 use super::{ApiError, AppState};
 use crate::storage::keys;
 
@@ -33,18 +33,7 @@ pub async fn remove(
     st.store
         .delete_prefix(&keys::media_prefix(&st.settings.prefix, &id))
         .await?;
-    if let Some(cache) = st.reader.cache() {
-        if let Err(e) = crate::media_object::warm::warm_one(
-            &st.records,
-            cache,
-            &id,
-            st.settings.public_url.as_deref(),
-        )
-        .await
-        {
-            tracing::warn!(media_id = %id, error = %e, "could not refresh the cached object after delete");
-        }
-    }
+    refresh_cached(&st, &id).await;
     tracing::info!(media_id = %id, "media deleted");
     Ok((StatusCode::OK, Json(json!({"id": id, "status": "deleted"}))))
 }

@@ -35,3 +35,20 @@ pub fn parse_id(id: &str) -> Result<String, ApiError> {
         .map(|u| u.to_string())
         .map_err(|_| ApiError::not_found(format!("media {id} not found")))
 }
+
+/// Rewrites the cached object of `id` after a change made by the api (delete, requeue). Best effort: the
+/// cache's own expiry and the next warm job correct a failure here.
+pub async fn refresh_cached(st: &AppState, id: &str) {
+    if let Some(cache) = st.reader.cache() {
+        if let Err(e) = crate::media_object::warm::warm_one(
+            &st.records,
+            cache,
+            id,
+            st.settings.public_url.as_deref(),
+        )
+        .await
+        {
+            tracing::warn!(media_id = %id, error = %e, "could not refresh the cached object");
+        }
+    }
+}

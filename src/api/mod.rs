@@ -11,6 +11,7 @@ mod media;
 mod openapi;
 mod presign;
 mod renditions;
+mod reprocess;
 mod server;
 mod upload_state;
 mod uploads;
@@ -86,6 +87,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/media", get(list::list))
         .route("/v1/media/{id}", get(media::show).delete(delete::remove))
+        .route(
+            "/v1/media/{id}/reprocess",
+            post(reprocess::reprocess).layer(DefaultBodyLimit::max(SMALL_BODY)),
+        )
         .route("/v1/media/{id}/renditions/{name}", get(renditions::show))
         .route(
             "/v1/media/{id}/renditions/{name}/{*path}",

@@ -91,6 +91,11 @@ pub fn document() -> Value {
                 "get": op("A media object", ("200", media_ref()), &["401", "404"], json!({"parameters": [id_param()]})),
                 "delete": op("Delete a media's objects; the row stays as `deleted`", ("200", json!({"type": "object"})),
                     &["401", "404"], json!({"parameters": [id_param()]}))},
+            "/v1/media/{id}/reprocess": {"post": op(
+                "Make the renditions again (`ready → queued`, optionally with another profile) or replay a failed media (`failed → queued`); the old renditions are served until the new ones are ready",
+                ("202", json!({"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}, "profile": {"type": "string"}}})),
+                &["400", "401", "404", "409"],
+                json!({"parameters": [id_param()], "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"profile": {"type": "string"}}, "additionalProperties": false}}}}}))},
             "/v1/media/{id}/renditions/{name}": {"get": op("A rendition (bytes, or a redirect to a presigned URL)",
                 ("200", json!({"type": "string", "format": "binary"})), &["401", "404"],
                 json!({"parameters": [id_param(), {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},

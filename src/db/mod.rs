@@ -9,6 +9,7 @@ mod keys;
 mod media;
 mod objects;
 mod outbox;
+mod reprocess;
 mod uploads;
 
 use std::time::Duration;

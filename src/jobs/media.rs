@@ -16,6 +16,7 @@ use mediafleet_workers::MediaError;
 use tracing::info;
 
 use super::progress::ProgressWriter;
+use super::retire::retire_replaced;
 use super::upload::store_renditions;
 use super::{Done, JobContext, JobError};
 use crate::db::now_ms;
@@ -37,12 +38,15 @@ struct Part {
     merge: bool,
 }
 
+/// The renditions a video's short `poster` stage makes; the `transcode` stage merges their rows.
+const PART_OF_POSTER_STAGE: [&str; 2] = [POSTER, "thumb"];
+
 fn part(kind: MediaKind, stage: Option<Stage>, profile: &Profile) -> Part {
     let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let long = profile.video.mp4.is_some() || profile.video.hls.is_some();
     match (kind, stage) {
         (MediaKind::Video, Some(Stage::Poster)) if long => Part {
-            profile: profile.clone().only(&names(&[POSTER, "thumb"])),
+            profile: profile.clone().only(&names(&PART_OF_POSTER_STAGE)),
             progress: (0.0, 0.05),
             next: Some(Stage::Transcode),
             merge: false,
@@ -139,6 +143,8 @@ pub(super) async fn process(
     }
 
     let mut rows = store_renditions(ctx, &id, &report.renditions, &out_dir).await?;
+    // What the media serves now: a reprocess replaces these, and deletes the replaced ones once committed.
+    let before_rows = ctx.records.renditions_primary(&id).await?;
     let mut metadata =
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&row.metadata)
             .unwrap_or_default();
@@ -156,6 +162,13 @@ pub(super) async fn process(
             info!(media_id = %id, "media ended while its poster was made; not continuing");
             return Ok(Done::Skipped);
         }
+        // A reprocess's new poster and thumb are served from here on; the ones they replaced can go.
+        let replaced: Vec<_> = before_rows
+            .iter()
+            .filter(|o| rows.iter().any(|r| r.name == o.name))
+            .cloned()
+            .collect();
+        retire_replaced(ctx, &id, &replaced, &rows).await;
         // Stored first, then enqueued: the long stage must find the poster rows to merge.
         let follow = Envelope::new(
             env.media_id,
@@ -173,9 +186,13 @@ pub(super) async fn process(
     }
 
     if part.merge {
-        for old in ctx.records.renditions_primary(&id).await? {
-            if rows.iter().all(|r| r.name != old.name) {
-                rows.push(old);
+        // Only what the poster stage of this run made: a rendition of an earlier profile that this one no
+        // longer makes (say `hls` after a reprocess with `default`) must not be carried over.
+        for old in &before_rows {
+            if PART_OF_POSTER_STAGE.contains(&old.name.as_str())
+                && rows.iter().all(|r| r.name != old.name)
+            {
+                rows.push(old.clone());
             }
         }
     }
@@ -188,6 +205,7 @@ pub(super) async fn process(
         return Ok(Done::Skipped);
     }
     info!(media_id = %id, renditions = rows.len(), "media ready");
+    retire_replaced(ctx, &id, &before_rows, &rows).await;
     super::enqueue_warm(ctx, &id).await;
     Ok(Done::Completed)
 }

@@ -4,6 +4,7 @@
 mod media;
 mod notify;
 mod progress;
+mod retire;
 mod upload;
 mod validate;
 mod warm;

@@ -165,7 +165,13 @@ pub mod keys {
 
     /// `{prefix}/media/{media_id}/{name}/{sha256[..16]}/{file}`.
     pub fn rendition(prefix: &str, media_id: &str, name: &str, sha256: &str, file: &str) -> String {
+        format!("{}{file}", rendition_dir(prefix, media_id, name, sha256))
+    }
+
+    /// `{prefix}/media/{media_id}/{name}/{sha256[..16]}/`: every object of one version of a rendition (one
+    /// file, or a playlist with its segments), so deleting this prefix removes exactly that version.
+    pub fn rendition_dir(prefix: &str, media_id: &str, name: &str, sha256: &str) -> String {
         let short = &sha256[..sha256.len().min(16)];
-        format!("{prefix}/media/{media_id}/{name}/{short}/{file}")
+        format!("{prefix}/media/{media_id}/{name}/{short}/")
     }
 }

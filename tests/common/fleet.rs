@@ -62,7 +62,7 @@ pub async fn start_fleet_on(queue: String, worker_queue: Option<String>) -> Flee
     };
     let api_env = as_refs(None);
     if queue.starts_with("sqs:") {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mediafleet"))
+        let out = std::process::Command::new(crate::common::bin())
             .args(["queues", "setup"])
             .envs(api_env.iter().map(|(a, b)| (a, b)))
             .output()

@@ -122,6 +122,14 @@ retry_tiers = ["1s", "2s"]
     path
 }
 
+/// The `mediafleet` binary under test: cargo's, unless `MEDIAFLEET_TEST_BIN` names another build (several
+/// checkouts sharing one cargo build directory share its `debug/mediafleet` too).
+pub fn bin() -> std::path::PathBuf {
+    std::env::var_os("MEDIAFLEET_TEST_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_mediafleet").into())
+}
+
 /// A `mediafleet` child process, killed on drop.
 pub struct Proc {
     pub child: Child,
@@ -131,7 +139,7 @@ pub struct Proc {
 impl Proc {
     /// Spawns `mediafleet ARGS` with extra env.
     pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mediafleet"));
+        let mut cmd = Command::new(bin());
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

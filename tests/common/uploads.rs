@@ -63,7 +63,7 @@ impl UploadFleet {
 
     /// Runs `mediafleet ARGS` against this fleet's config; returns stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mediafleet"));
+        let mut cmd = std::process::Command::new(crate::common::bin());
         cmd.args(args).stderr(std::process::Stdio::inherit());
         for (k, v) in &self.env {
             cmd.env(k, v);

@@ -164,10 +164,17 @@ impl Ns {
 
     /// A consumer leaves (its process exits): on RabbitMQ its connection closes, so nothing more is pushed to
     /// it; elsewhere dropping the handle is enough.
+    ///
+    /// On RabbitMQ an ack has no reply: the outcome the test just awaited may still be on its way through the
+    /// proxy. Cutting at once can lose it (the broker then requeues the message, as it should for a lost ack),
+    /// so the consumer gets a second to flush before its connection is cut.
     pub(crate) async fn retire(&self, consumer: Arc<dyn JobQueue>, proxy: Option<Proxy>) {
         let rabbit = proxy.is_some();
-        drop(proxy);
+        if rabbit {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         drop(consumer);
+        drop(proxy);
         if rabbit {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }

@@ -1,10 +1,16 @@
-"""mediafleet from Python (requests): a streamed upload with an Idempotency-Key, a presigned direct upload
-(single PUT, or multipart above the server's threshold), polling, and the webhook signature check.
+"""mediafleet from Python (requests + boto3): a streamed upload with an Idempotency-Key, a presigned direct
+upload (single PUT, or multipart above the server's threshold), an import of an object your app already
+keeps in its own bucket (boto3 reads it, the bytes stream into mediafleet's presigned URLs with no local
+copy), polling, and the webhook signature check.
 
+    pip install requests boto3
     MEDIAFLEET_URL=http://127.0.0.1:8080 MEDIAFLEET_KEY=mfk_… python upload.py photo.jpg
+    # also import s3://my-app-uploads/avatars/42.jpg (credentials and region from the usual AWS chain;
+    # AWS_ENDPOINT_URL for an S3-compatible store):
+    SOURCE_BUCKET=my-app-uploads SOURCE_KEY=avatars/42.jpg MEDIAFLEET_URL=… python upload.py photo.jpg
 
-The presigned URLs are plain HTTPS requests, so requests is enough to send them; boto3 is only needed if
-your backend also talks to the bucket itself.
+The presigned URLs are plain HTTPS requests signed by mediafleet: send them as they are, with no AWS
+credentials of your own and no boto3 signing.
 """
 import hashlib
 import hmac
@@ -62,6 +68,45 @@ def presigned(path: str) -> str:
     return answer["id"]
 
 
+class _Sized:
+    """A file-like view of a boto3 body that tells requests its length, so the PUT is not chunked (S3
+    refuses chunked uploads to presigned URLs)."""
+
+    def __init__(self, body, size: int):
+        self.body, self.len = body, size
+
+    def read(self, n: int = -1) -> bytes:
+        return self.body.read(n if n >= 0 else None)
+
+
+def import_from_bucket(bucket: str, key: str) -> str:
+    import boto3  # only this flow needs it
+
+    s3 = boto3.client("s3")
+    head = s3.head_object(Bucket=bucket, Key=key)
+    size = head["ContentLength"]
+    r = requests.post(f"{BASE}/v1/uploads/presign", headers=AUTH, timeout=60, json={
+        "filename": key.rsplit("/", 1)[-1], "content_type": head.get("ContentType", "application/octet-stream"),
+        "bytes": size, "external_id": f"s3://{bucket}/{key}"})
+    r.raise_for_status()
+    answer = r.json()
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    if "upload" in answer:
+        up = answer["upload"]
+        requests.put(up["url"], data=_Sized(body, size), headers=up["headers"], timeout=300).raise_for_status()
+        done = {}
+    else:  # one part in memory at a time
+        mp, parts = answer["multipart"], []
+        for part in mp["parts"]:
+            put = requests.put(part["url"], data=body.read(mp["part_size"]), timeout=300)
+            put.raise_for_status()
+            parts.append({"number": part["number"], "etag": put.headers["ETag"]})
+        done = {"parts": parts}
+    requests.post(f"{BASE}/v1/uploads/{answer['id']}/complete", json=done, headers=AUTH,
+                  timeout=60).raise_for_status()
+    return answer["id"]
+
+
 def wait(media_id: str) -> str:
     for _ in range(300):
         status = requests.get(f"{BASE}/v1/media/{media_id}", headers=AUTH, timeout=10).json()["status"]
@@ -76,6 +121,8 @@ if __name__ == "__main__":
     sig = hmac.new(b"s", f"{t}.".encode() + b"{}", hashlib.sha256).hexdigest()
     assert verify_webhook("s", f"t={t},v1={sig}", b"{}")
     ids = [upload(sys.argv[1]), presigned(sys.argv[1])]
+    if os.environ.get("SOURCE_BUCKET"):
+        ids.append(import_from_bucket(os.environ["SOURCE_BUCKET"], os.environ["SOURCE_KEY"]))
     ok = True
     for i in ids:
         status = wait(i)

@@ -1,0 +1,90 @@
+//! `POST /v1/media/{id}/reprocess`: makes a media's renditions again, optionally with another profile
+//! (`ready → queued`), or replays a failed one (`failed → queued`). The old renditions keep being served until
+//! the new ones are ready; the worker then deletes the ones they replace.
+//!
+//! Repeating the request is safe: while the media is already queued or processing with the same profile it
+//! answers 202 with the current status and enqueues nothing.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use mediafleet_proto::MediaKind;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::media::{parse_id, refresh_cached};
+use super::{ApiError, AppState};
+use crate::db::OutboxJob;
+
+/// The optional body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReprocessRequest {
+    /// Profile for the new renditions; the media's current one when absent.
+    pub profile: Option<String>,
+}
+
+/// `POST /v1/media/{id}/reprocess`.
+pub async fn reprocess(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let req: ReprocessRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReprocessRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid reprocess request: {e}")))?
+    };
+    // Two tries: the guarded update fails only when the row changed between the read and the write.
+    for _ in 0..2 {
+        let row = st
+            .records
+            .media_primary(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("media {id} not found")))?;
+        let profile = req.profile.clone().unwrap_or_else(|| row.profile.clone());
+        if !st.settings.profiles.contains_key(&profile) {
+            let known: Vec<&str> = st.settings.profiles.keys().map(String::as_str).collect();
+            return Err(ApiError::bad_request(format!(
+                "unknown profile {profile:?}; configured: {}",
+                known.join(", ")
+            )));
+        }
+        match row.status.as_str() {
+            "queued" | "processing" if row.profile == profile => {
+                return Ok(accepted(&id, &row.status, &profile));
+            }
+            "ready" | "failed" => {}
+            other => {
+                return Err(ApiError::conflict(format!(
+                    "media {id} is {other}; only ready or failed media can be reprocessed"
+                )))
+            }
+        }
+        let kind = MediaKind::parse(&row.kind).ok_or_else(|| {
+            ApiError::conflict(format!("media {id} has no known kind ({:?})", row.kind))
+        })?;
+        let uuid = uuid::Uuid::parse_str(&id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let job = OutboxJob::media_process(uuid, &row.source_key, &profile, kind);
+        if let Some(now) = st.records.requeue(&row, &profile, &job).await? {
+            st.uploads.committed();
+            // Cache readers see `queued` at once; a stale object would still point at served renditions.
+            refresh_cached(&st, &id).await;
+            tracing::info!(media_id = %id, from = %row.status, %profile, "media requeued");
+            return Ok(accepted(&id, &now.status, &profile));
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "media {id} changed while it was being requeued; try again"
+    )))
+}
+
+fn accepted(id: &str, status: &str, profile: &str) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "status": status, "profile": profile})),
+    )
+}

@@ -1,0 +1,45 @@
+//! Deleting the renditions a reprocess replaced, once the new ones are committed.
+//!
+//! Keys are content-derived (`…/{name}/{sha256[..16]}/{file}`), so a rendition that came out the same keeps
+//! its key and is left alone; one whose content changed, or that the new profile no longer makes, has its
+//! whole version directory removed (for `hls`: the playlists and every segment). This runs after the DB
+//! commit, so no reader is ever pointed at a deleted object by the database; a failure here only leaks
+//! objects, and is logged.
+
+use std::collections::HashSet;
+
+use tracing::{info, warn};
+
+use super::JobContext;
+use crate::db::RenditionRow;
+use crate::storage::keys;
+
+/// Deletes the objects of every rendition in `old` whose key is not among `new`'s.
+pub async fn retire_replaced(
+    ctx: &JobContext,
+    id: &str,
+    old: &[RenditionRow],
+    new: &[RenditionRow],
+) {
+    let kept: HashSet<&str> = new.iter().map(|r| r.key.as_str()).collect();
+    for r in old.iter().filter(|r| !kept.contains(r.key.as_str())) {
+        let result = if r.sha256.is_empty() {
+            ctx.store.delete(&r.key).await
+        } else {
+            let dir = keys::rendition_dir(&ctx.prefix, id, &r.name, &r.sha256);
+            // Never wider than the rendition's own version directory.
+            if r.key.starts_with(&dir) {
+                ctx.store.delete_prefix(&dir).await
+            } else {
+                ctx.store.delete(&r.key).await
+            }
+        };
+        match result {
+            Ok(()) => {
+                info!(media_id = %id, rendition = %r.name, key = %r.key, "replaced rendition deleted")
+            }
+            Err(e) => warn!(media_id = %id, rendition = %r.name, key = %r.key, error = %e,
+                "could not delete a replaced rendition; its objects are left behind"),
+        }
+    }
+}
