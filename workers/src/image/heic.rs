@@ -195,10 +195,11 @@ fn map_error(e: &HeifError) -> MediaError {
 }
 
 fn describe(e: &HeifError) -> String {
-    if e.message.is_empty() {
+    let message = e.message.trim();
+    if message.is_empty() {
         format!("{:?}/{:?}", e.code, e.sub_code)
     } else {
-        e.message.clone()
+        message.to_owned()
     }
 }
 
