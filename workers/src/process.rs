@@ -10,12 +10,6 @@ use mediafleet_proto::{ErrorCode, MediaKind, Profile};
 use crate::sniff::{sniff, Sniffed, SNIFF_LEN};
 use crate::{audio, image, video, Control, Limits, MediaError, Report};
 
-/// Why HEIC/HEIF originals are refused: Debian 12's libheif is 1.15 (libheif-rs needs ≥ 1.17) and FFmpeg 5.1
-/// cannot read HEIF image items.
-pub const HEIC_UNSUPPORTED: &str = "HEIC/HEIF images are recognised but not decoded: this build has no HEIF \
-     decoder (Debian 12 ships libheif 1.15, older than the 1.17 the Rust bindings need, and FFmpeg 5.1 cannot \
-     read HEIF image items); convert to JPEG or AVIF before uploading";
-
 /// Turns `input` into the renditions of `profile`, written into `out_dir` as `{name}.{ext}` (replacing files of
 /// the same name). Never panics on bad input: every failure is a `failed` report with a code.
 pub fn process(input: &Path, profile: &Profile, limits: &Limits, out_dir: &Path) -> Report {
@@ -89,12 +83,6 @@ fn by_kind(
 ) -> Result<Report, MediaError> {
     match sniffed.kind {
         MediaKind::Image => {
-            if matches!(sniffed.format, "heic" | "heif") {
-                return Err(MediaError::new(
-                    ErrorCode::UnsupportedFormat,
-                    HEIC_UNSUPPORTED,
-                ));
-            }
             let mut report = image::pipeline::run(input, profile, limits, out_dir)?;
             report
                 .metadata

@@ -6,11 +6,11 @@
 //! `too_many_pixels` in microseconds. `image::Limits` backs that up inside the decoders (side length and
 //! allocation caps), and `catch_unwind` is the last line of defence; the sandboxed child is the real boundary.
 //!
-//! Three decoders: JPEG goes through libjpeg-turbo ([`super::turbo`], DCT-scaled), AVIF through FFmpeg
-//! ([`super::avif`]), everything else through the image crate.
+//! Four decoders: JPEG goes through libjpeg-turbo ([`super::turbo`], DCT-scaled), AVIF through FFmpeg
+//! ([`super::avif`]), HEIC/HEIF through libheif ([`super::heic`]), everything else through the image crate.
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
@@ -20,8 +20,28 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 use mediafleet_proto::ErrorCode;
 use serde_json::{Map, Value};
 
-use super::{avif, exif, frames, icc, jpeg, turbo};
+use super::{avif, exif, frames, heic, icc, jpeg, turbo};
+use crate::sniff::{sniff, SNIFF_LEN};
 use crate::{Limits, MediaError};
+
+/// The container an original was decoded from: one the image crate knows, or HEIF (which it does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// JPEG, PNG, GIF, WebP, TIFF, BMP, AVIF.
+    Image(ImageFormat),
+    /// HEIF with HEVC (`heic`) or another coding (`heif`), as sniffed.
+    Heif(&'static str),
+}
+
+impl Source {
+    /// The short lowercase name used in metadata (`jpeg`, `png`, `heic`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Image(f) => format_name(f),
+            Source::Heif(name) => name,
+        }
+    }
+}
 
 /// A decoded still: the first frame of an animation, upright, 8-bit RGB(A), in sRGB.
 #[derive(Debug)]
@@ -33,7 +53,7 @@ pub struct Decoded {
     /// The DCT shrink used (1, 2, 4 or 8).
     pub shrink: u32,
     /// Container format, from the content.
-    pub format: ImageFormat,
+    pub format: Source,
     /// EXIF orientation of the original, 1–8 (1 when absent).
     pub orientation: u8,
     /// Whether the pixel format has an alpha channel.
@@ -83,6 +103,15 @@ pub fn decode(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
 }
 
 fn decode_checked(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    File::open(path)
+        .map_err(internal_io)?
+        .take(SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(internal_io)?;
+    if let Some(s) = sniff(&head).filter(|s| matches!(s.format, "heic" | "heif")) {
+        return decode_heif(path, s.format, req);
+    }
     let reader = ImageReader::new(BufReader::new(File::open(path).map_err(internal_io)?))
         .with_guessed_format()
         .map_err(internal_io)?;
@@ -122,7 +151,7 @@ fn decode_jpeg(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
         image,
         full,
         shrink,
-        format: ImageFormat::Jpeg,
+        format: Source::Image(ImageFormat::Jpeg),
         orientation,
         has_alpha: false,
         frames: 1,
@@ -139,12 +168,38 @@ fn decode_avif(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
         full: (image.width(), image.height()),
         image,
         shrink: 1,
-        format: ImageFormat::Avif,
+        format: Source::Image(ImageFormat::Avif),
         orientation: 1,
         has_alpha: false,
         frames: 1,
         icc_converted: false,
         exif: Map::new(),
+    })
+}
+
+/// HEIC/HEIF: libheif applies `irot`/`imir` itself, so the EXIF orientation tag is never applied (and
+/// `orientation` is reported as 1); EXIF still gives the camera facts.
+fn decode_heif(path: &Path, name: &'static str, req: &Request<'_>) -> Result<Decoded, MediaError> {
+    let data = std::fs::read(path).map_err(internal_io)?;
+    let heif = heic::decode(&data, req.limits, |w, h| check_pixels(w, h, req.limits))?;
+    drop(data);
+    let mut image = heif.image;
+    let icc_converted = heif.icc.is_some_and(|p| icc::to_srgb(&mut image, &p));
+    let exif = heif
+        .exif
+        .and_then(exif::read_tiff)
+        .map(|e| exif::facts(&e, req.keep_gps))
+        .unwrap_or_default();
+    Ok(Decoded {
+        full: (image.width(), image.height()),
+        image,
+        shrink: 1,
+        format: Source::Heif(name),
+        orientation: 1,
+        has_alpha: heif.has_alpha,
+        frames: 1,
+        icc_converted,
+        exif,
     })
 }
 
@@ -185,7 +240,7 @@ fn decode_generic(
         full: (image.width(), image.height()),
         image,
         shrink: 1,
-        format,
+        format: Source::Image(format),
         orientation: orientation.to_exif(),
         has_alpha,
         frames,

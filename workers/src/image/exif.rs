@@ -26,6 +26,11 @@ pub fn read_from(mut r: impl BufRead + Seek) -> Option<Exif> {
     exif::Reader::new().read_from_container(&mut r).ok()
 }
 
+/// EXIF from raw TIFF data (a HEIF `Exif` item after its offset); unreadable data is `None`.
+pub fn read_tiff(tiff: Vec<u8>) -> Option<Exif> {
+    exif::Reader::new().read_raw(tiff).ok()
+}
+
 /// The EXIF of a JPEG: absent is fine, malformed is `corrupt_media`.
 pub fn read_jpeg(data: &[u8]) -> Result<Option<Exif>, MediaError> {
     match read(data) {

@@ -5,6 +5,7 @@
 //!   animations).
 //! - [`turbo`]: JPEG through libjpeg-turbo: DCT-scaled decode, CMYK, ICC segments, fast encode.
 //! - [`avif`]: AVIF input through FFmpeg (ffmpeg-next).
+//! - [`heic`]: HEIC/HEIF input through libheif 1.23 (built from libheif-sys's bundled source) and libde265.
 //! - [`icc`]: embedded ICC profiles → sRGB with lcms2.
 //! - [`jpeg`]: JPEG completeness (decoders hide truncation).
 //! - [`frames`]: frame counts from container structure, for the animation limits.
@@ -26,6 +27,7 @@ pub mod encode;
 pub mod exif;
 pub mod frames;
 pub mod hash;
+pub mod heic;
 pub mod icc;
 pub mod jpeg;
 pub mod pipeline;

@@ -8,7 +8,7 @@ use mediafleet_proto::{Fit, MediaKind, OutputFormat, Profile, RenditionSpec};
 use serde_json::{Map, Value};
 
 use super::cascade::{largest_first, Cascade, HEADROOM};
-use super::decode::{decode, format_name, Decoded, Request};
+use super::decode::{decode, Decoded, Request, Source};
 use super::resize::{plan, Target};
 use super::{anim, crop, encode, hash};
 use crate::output::{self, Output};
@@ -62,7 +62,13 @@ pub fn run(
         } else {
             spec.format
         };
-        let (bytes, size) = if spec.animated && frames > 1 && format_out == OutputFormat::Webp {
+        let animated = match format {
+            Source::Image(f) if spec.animated && frames > 1 && format_out == OutputFormat::Webp => {
+                Some(f)
+            }
+            _ => None,
+        };
+        let (bytes, size) = if let Some(format) = animated {
             let t = &targets[i];
             let bytes = anim::webp(input, format, t, spec.quality, cascade.scaler())?;
             (bytes, (t.width, t.height))
@@ -123,7 +129,7 @@ fn metadata(d: &Decoded) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("width".into(), d.full.0.into());
     m.insert("height".into(), d.full.1.into());
-    m.insert("format".into(), format_name(d.format).into());
+    m.insert("format".into(), d.format.name().into());
     m.insert("orientation".into(), d.orientation.into());
     m.insert("has_alpha".into(), d.has_alpha.into());
     m.insert("animated".into(), (d.frames > 1).into());
