@@ -35,8 +35,10 @@ curl -fsS -F file=@fixtures/photo.jpg -F external_id=fuzz-seed "$base/v1/uploads
 curl -fsS -H 'Content-Type: image/png' --data-binary @fixtures/alpha.png "$base/v1/uploads" >/dev/null
 
 rc=0
+# use_after_free is off: a deleted media stays readable as `deleted` by design (docs/uploads.md).
 # From $out, so schemathesis's example database (.schemathesis/) stays out of the work tree.
-(cd "$out" && "$VENV/bin/schemathesis" run "$base/openapi.json" --checks all --max-time "$MAX_TIME" \
+(cd "$out" && "$VENV/bin/schemathesis" run "$base/openapi.json" --checks all \
+  --exclude-checks use_after_free --max-time "$MAX_TIME" \
   --workers 2 --report junit --report-dir "$out/report" "$@") || rc=$?
 if grep -q 'panicked' "$out/serve.log"; then
   echo "fuzz-api: the server panicked (see $out/serve.log)" >&2

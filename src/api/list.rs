@@ -43,7 +43,8 @@ pub struct MediaPage {
         ("status" = Option<String>, Query, description = "One of uploading, queued, processing, ready, failed, deleted",
             pattern = "^(|uploading|queued|processing|ready|failed|deleted)$"),
         ("external_id" = Option<String>, Query, description = "Only media with this external id"),
-        ("cursor" = Option<uuid::Uuid>, Query, description = "`next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (empty: the first page)",
+            pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)")),
     responses(
         (status = 200, description = "A page of media, newest first", body = MediaPage),

@@ -319,6 +319,7 @@ pub struct CompleteRequest {
 #[serde(deny_unknown_fields)]
 pub struct PartRef {
     /// 1-based part number.
+    #[schema(minimum = 1, maximum = 10000)]
     pub number: i32,
     /// The part's `ETag`.
     pub etag: String,
