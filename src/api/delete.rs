@@ -1,19 +1,40 @@
 //! `DELETE /v1/media/{id}`: removes the original, the renditions and the cached object; the row stays as
 //! `deleted` (the stable routes then answer 404). Repeating it is harmless.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
+use super::error::{ApiPath, ErrorBody};
 use super::media::{parse_id, refresh_cached};
 use super::{ApiError, AppState};
 use crate::storage::keys;
 
+/// The answer of `DELETE /v1/media/{id}`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: the handler builds the JSON
+pub struct Deleted {
+    #[schema(value_type = uuid::Uuid)]
+    id: String,
+    /// Always `deleted`.
+    #[schema(pattern = "^deleted$")]
+    status: String,
+}
+
 /// `DELETE /v1/media/{id}`.
+#[utoipa::path(delete, path = "/v1/media/{id}", summary = "Delete a media's objects; the row stays as `deleted`", tag = "media",
+    params(("id" = uuid::Uuid, Path, description = "Media id")),
+    responses(
+        (status = 200, description = "Deleted (also when it already was)", body = Deleted),
+        (status = 401, description = "No or an invalid API key", body = ErrorBody),
+        (status = 404, description = "No such media, or the id is not a UUID", body = ErrorBody),
+        (status = 503, description = "The database or storage does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn remove(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
     let row = st

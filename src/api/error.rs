@@ -1,8 +1,12 @@
 //! `{"error":{"code","message"}}` with a 4xx/5xx status.
 
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An api error: a stable code and a message for people.
 #[derive(Debug)]
@@ -63,6 +67,65 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+/// The body of every error answer (`GET /openapi.json` schema `Error`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` member of [`ErrorBody`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code.
+    #[schema(value_type = String, example = "not_found")]
+    #[schema(
+        pattern = "^(bad_request|unauthorized|not_found|too_large_bytes|unsupported_media_type|idempotency_conflict|conflict|unavailable)$"
+    )]
+    pub code: &'static str,
+    /// For people; may change.
+    pub message: String,
+}
+
+/// Extractor rejections answer the error body too, never axum's plain-text default.
+fn rejection(status: StatusCode, text: String) -> ApiError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(text),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported(text),
+        s if s.is_server_error() => ApiError::unavailable(text),
+        _ => ApiError::bad_request(text),
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        rejection(e.status(), e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        rejection(e.status(), e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        rejection(e.status(), e.body_text())
+    }
+}
+
+/// [`Path`] whose rejection is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// [`Query`] whose rejection is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
 
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {

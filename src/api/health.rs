@@ -4,16 +4,53 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::AppState;
 
+/// `GET /healthz`'s answer.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: the handler builds the JSON
+pub struct Health {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    status: String,
+}
+
+/// `GET /readyz`'s answer.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct Readiness {
+    /// `ready`, `degraded` (only the cache is down; still 200) or `not_ready` (503).
+    #[schema(pattern = "^(ready|degraded|not_ready)$")]
+    status: String,
+    /// One check per backend: `db`, `queue`, `storage`, and `cache` when one is configured.
+    checks: std::collections::BTreeMap<String, Check>,
+}
+
+/// One backend's check.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct Check {
+    /// `ok`, `down` or (cache only) `degraded`.
+    #[schema(pattern = "^(ok|down|degraded)$")]
+    status: String,
+    /// Why it is not `ok`.
+    error: Option<String>,
+}
+
 /// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", summary = "Liveness", tag = "health",
+    responses((status = 200, description = "The process answers", body = Health)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: every backend answers. `not_ready` (503) when the DB, queue or storage does not;
 /// `degraded` (still 200: reads fall back to the DB) when only the cache does not.
+#[utoipa::path(get, path = "/readyz", summary = "Readiness: every backend answers", tag = "health", responses(
+    (status = 200, description = "Ready, or degraded (the cache is down; reads fall back to the DB)", body = Readiness),
+    (status = 503, description = "The DB, queue or storage does not answer", body = Readiness)))]
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     let (db, queue, storage) = tokio::join!(st.records.ping(), st.queue.ping(), st.store.ping());
     let check = |r: Result<(), String>| match r {

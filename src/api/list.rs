@@ -5,11 +5,13 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-use super::media::parse_id;
+use super::error::{ApiQuery, ErrorBody};
+use super::media::{parse_id, Media};
 use super::{ApiError, AppState};
 use crate::media_object::media_json;
 
@@ -25,10 +27,34 @@ const STATUSES: [&str; 6] = [
     "deleted",
 ];
 
+/// A page of `GET /v1/media`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: the handler builds the JSON
+pub struct MediaPage {
+    /// Newest first.
+    items: Vec<Media>,
+    /// The `cursor` of the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
 /// `GET /v1/media`.
+#[utoipa::path(get, path = "/v1/media", summary = "List media, newest first, cursor-paged", tag = "media",
+    params(
+        ("status" = Option<String>, Query, description = "One of uploading, queued, processing, ready, failed, deleted",
+            pattern = "^(|uploading|queued|processing|ready|failed|deleted)$"),
+        ("external_id" = Option<String>, Query, description = "Only media with this external id"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (empty: the first page)",
+            pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)")),
+    responses(
+        (status = 200, description = "A page of media, newest first", body = MediaPage),
+        (status = 400, description = "Unknown status, invalid cursor or limit", body = ErrorBody),
+        (status = 401, description = "No or an invalid API key", body = ErrorBody),
+        (status = 503, description = "The database does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn list(
     State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let status = q.get("status").filter(|s| !s.is_empty());
     if let Some(s) = status {

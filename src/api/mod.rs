@@ -21,11 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::Router;
 use mediafleet_proto::Profiles;
 use mediafleet_workers::Limits;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use auth::sign_rendition;
 pub use error::ApiError;
@@ -73,32 +74,28 @@ pub struct AppState {
 /// Largest JSON body of the presign and complete routes (a 10,000-part complete fits).
 const SMALL_BODY: usize = 1 << 20;
 
+/// Every route, each with its OpenAPI operation: the handler's `#[utoipa::path]` gives the method and path
+/// to both the router and the document. Register routes only here and only with `routes!`: a route added
+/// to the axum router directly would be served undocumented (`tests/uploads_api.rs` checks for that).
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(uploads::create))
+        .routes(routes!(presign::presign).layer(DefaultBodyLimit::max(SMALL_BODY)))
+        .routes(routes!(presign::complete).layer(DefaultBodyLimit::max(SMALL_BODY)))
+        .routes(routes!(list::list))
+        .routes(routes!(media::show, delete::remove))
+        .routes(routes!(reprocess::reprocess).layer(DefaultBodyLimit::max(SMALL_BODY)))
+        .routes(routes!(renditions::show))
+        .routes(routes!(renditions::show_path))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(openapi::openapi))
+}
+
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/uploads", post(uploads::create))
-        .route(
-            "/v1/uploads/presign",
-            post(presign::presign).layer(DefaultBodyLimit::max(SMALL_BODY)),
-        )
-        .route(
-            "/v1/uploads/{id}/complete",
-            post(presign::complete).layer(DefaultBodyLimit::max(SMALL_BODY)),
-        )
-        .route("/v1/media", get(list::list))
-        .route("/v1/media/{id}", get(media::show).delete(delete::remove))
-        .route(
-            "/v1/media/{id}/reprocess",
-            post(reprocess::reprocess).layer(DefaultBodyLimit::max(SMALL_BODY)),
-        )
-        .route("/v1/media/{id}/renditions/{name}", get(renditions::show))
-        .route(
-            "/v1/media/{id}/renditions/{name}/{*path}",
-            get(renditions::show_path),
-        )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/openapi.json", get(openapi::openapi))
+    let (router, _document) = routes().split_for_parts();
+    router
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,

@@ -9,16 +9,20 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::Json;
 use mediafleet_proto::envelope::MediaValidate;
 use mediafleet_proto::{Envelope, Job, MediaKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::auth::Caller;
+use super::error::{ApiPath, ErrorBody};
 use super::media::parse_id;
+use super::uploads::Accepted;
 use super::{idempotency, ApiError, AppState};
 use crate::db::{now_ms, IdempotencyClaim, Inserted, MediaRow, NewMedia, OutboxJob, UploadExtra};
 use crate::storage::direct::{CompletedPart, DirectUpload};
@@ -28,7 +32,7 @@ use crate::storage::keys;
 const MAX_PARTS: u64 = 10_000;
 
 /// The presign request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresignRequest {
     /// Client file name (kept as metadata; never a storage key).
@@ -36,6 +40,7 @@ pub struct PresignRequest {
     /// Declared MIME type (`image/*`, `video/*`, `audio/*`); checked again by content after upload.
     pub content_type: String,
     /// Declared size; the upload must match it exactly.
+    #[schema(minimum = 1)]
     pub bytes: u64,
     /// Profile name.
     pub profile: Option<String>,
@@ -43,6 +48,59 @@ pub struct PresignRequest {
     pub external_id: Option<String>,
     /// Webhook target.
     pub callback_url: Option<String>,
+}
+
+/// The presign answer: `upload` (one presigned PUT) or `multipart` (a presigned URL per part) while the
+/// media is `uploading`; only `id` and `status` once it has moved on (a replayed `Idempotency-Key`).
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: the handler builds the JSON
+pub struct PresignAnswer {
+    /// Media id.
+    #[schema(value_type = uuid::Uuid)]
+    id: String,
+    /// `uploading`, or the media's status when a replay finds it further on.
+    #[schema(pattern = "^(uploading|queued|processing|ready|failed|deleted)$")]
+    status: String,
+    /// Single upload: PUT the whole file here, with these headers.
+    #[schema(nullable = false)]
+    upload: Option<PresignedPut>,
+    /// Multipart upload (above `[uploads] multipart_threshold`): PUT each part, then complete with the ETags.
+    #[schema(nullable = false)]
+    multipart: Option<PresignedMultipart>,
+}
+
+/// One presigned PUT.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct PresignedPut {
+    /// `PUT`.
+    method: String,
+    /// The presigned URL.
+    url: String,
+    /// Headers the PUT must send.
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+/// A presigned multipart upload.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct PresignedMultipart {
+    /// The S3 upload id.
+    upload_id: String,
+    /// Bytes per part (the last part may be shorter).
+    part_size: u64,
+    /// One presigned URL per part.
+    parts: Vec<PresignedPart>,
+}
+
+/// One part's presigned URL.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct PresignedPart {
+    /// 1-based part number.
+    number: i32,
+    /// The presigned PUT URL.
+    url: String,
 }
 
 fn direct(st: &AppState) -> Result<&dyn DirectUpload, ApiError> {
@@ -67,12 +125,26 @@ fn declared_kind(content_type: &str) -> Result<MediaKind, ApiError> {
 }
 
 /// `POST /v1/uploads/presign`.
+#[utoipa::path(post, path = "/v1/uploads/presign", summary = "Presign a direct-to-S3 upload (one PUT, or multipart above the threshold)", tag = "uploads",
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+        description = "A retry with the same key and request answers the same media")),
+    request_body(content = PresignRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The media is `uploading`: upload to the presigned URL(s), then complete", body = PresignAnswer),
+        (status = 400, description = "Invalid request, unknown profile, refused callback_url, or storage is not S3", body = ErrorBody),
+        (status = 401, description = "No or an invalid API key", body = ErrorBody),
+        (status = 413, description = "Over the size limit for the declared kind, more than 10,000 parts, or a body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "content_type is not image/*, video/* or audio/*", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorBody),
+        (status = 503, description = "The database or storage does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn presign(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
     headers: axum::http::HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let body = body?;
     let req: PresignRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid presign request: {e}")))?;
     let direct = direct(&st)?;
@@ -234,7 +306,7 @@ async fn multipart_answer(
 }
 
 /// The complete request (multipart only; a single PUT sends nothing or `{}`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     /// The parts, with the `ETag` of each part's PUT.
@@ -243,27 +315,43 @@ pub struct CompleteRequest {
 }
 
 /// One part.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartRef {
     /// 1-based part number.
+    #[schema(minimum = 1, maximum = 10000)]
     pub number: i32,
     /// The part's `ETag`.
     pub etag: String,
 }
 
 /// `POST /v1/uploads/{id}/complete`.
+#[utoipa::path(post, path = "/v1/uploads/{id}/complete", summary = "Finish a direct upload; validation follows", tag = "uploads",
+    params(("id" = uuid::Uuid, Path, description = "Media id from presign")),
+    request_body(content = Option<CompleteRequest>, content_type = "application/json",
+        description = "`{\"parts\":[…]}` for a multipart upload; empty or `{}` for a single PUT"),
+    responses(
+        (status = 202, description = "Validation is queued (or had been: a repeated complete answers the status)", body = Accepted),
+        (status = 400, description = "Invalid body, parts missing or not matching, nothing uploaded yet, or storage is not S3", body = ErrorBody),
+        (status = 401, description = "No or an invalid API key", body = ErrorBody),
+        (status = 404, description = "No such media", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
+        (status = 503, description = "The database or storage does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn complete(
     State(st): State<AppState>,
-    Path(id): Path<String>,
-    body: Bytes,
+    ApiPath(id): ApiPath<String>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body?;
     let id = parse_id(&id)?;
+    // Empty, `null` and `{}` all mean "a single PUT".
     let req: CompleteRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CompleteRequest::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice::<Option<CompleteRequest>>(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid complete request: {e}")))?
+            .unwrap_or_default()
     };
     let row = st
         .records

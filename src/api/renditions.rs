@@ -6,28 +6,89 @@
 //! A directory rendition (`hls`, whose file is `hls/master.m3u8`) is stored under one prefix; its other files
 //! are served by path relative to the master: `…/renditions/hls/720p/index.m3u8`, `…/hls/720p/seg_0000.ts`.
 
+use std::borrow::Cow;
+
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use tower::ServiceExt;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{RefOr, Schema};
 
+use super::error::{ApiPath, ErrorBody};
 use super::media::parse_id;
 use super::{ApiError, AppState};
 
+/// Bytes of any type (the schema of file bodies).
+pub struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Binary {
+    fn name() -> Cow<'static, str> {
+        "Binary".into()
+    }
+}
+
 /// `GET /v1/media/{id}/renditions/{name}`.
+#[utoipa::path(get, path = "/v1/media/{id}/renditions/{name}", summary = "A rendition: its bytes (local storage) or a redirect to a presigned URL (S3)", tag = "renditions",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Media id"),
+        ("name" = String, Path, description = "Rendition name: thumb, preview, poster, mp4-720, hls, audio, peaks"),
+        ("expires" = Option<i64>, Query, description = "Signed URL expiry (Unix seconds), with `[auth] renditions = \"private\"`"),
+        ("signature" = Option<String>, Query, description = "hex HMAC-SHA256(secret, \"<path>\\n<expires>\")")),
+    responses(
+        (status = 200, description = "The rendition's bytes (local storage)", body = Binary, content_type = "*/*",
+            headers(("ETag" = String, description = "The content hash"), ("Cache-Control" = String))),
+        (status = 206, description = "A `Range` of the bytes", body = Binary, content_type = "*/*"),
+        (status = 304, description = "`If-None-Match` matched the ETag"),
+        (status = 307, description = "S3 storage: a redirect to a short-lived presigned URL",
+            headers(("Location" = String, description = "The presigned URL"))),
+        (status = 401, description = "No or an invalid API key, or (private renditions) no valid signature", body = ErrorBody),
+        (status = 404, description = "No such media or rendition", body = ErrorBody),
+        (status = 416, description = "The `Range` is outside the file"),
+        (status = 503, description = "The database or storage does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn show(
     State(st): State<AppState>,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
     serve(st, &id, &name, None, req).await
 }
 
 /// `GET /v1/media/{id}/renditions/{name}/{*path}` (files inside a multi-file rendition such as `hls`).
+/// The document names the wildcard `{path}` (OpenAPI has no wildcard); `path` may contain `/`.
+#[utoipa::path(get, path = "/v1/media/{id}/renditions/{name}/{*path}", summary = "A file inside a multi-file rendition (the playlists and segments of `hls`)", tag = "renditions",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Media id"),
+        ("name" = String, Path, description = "A multi-file rendition, e.g. hls"),
+        ("path" = String, Path, description = "A file inside it, relative to its main file (`720p/index.m3u8`); may contain `/`"),
+        ("expires" = Option<i64>, Query, description = "Signed URL expiry (Unix seconds)"),
+        ("signature" = Option<String>, Query, description = "The signature of this path")),
+    responses(
+        (status = 200, description = "The file's bytes (local storage)", body = Binary, content_type = "*/*",
+            headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 206, description = "A `Range` of the bytes", body = Binary, content_type = "*/*"),
+        (status = 304, description = "`If-None-Match` matched the ETag"),
+        (status = 307, description = "S3 storage: a redirect to a short-lived presigned URL",
+            headers(("Location" = String))),
+        (status = 401, description = "No or an invalid API key, or (private renditions) no valid signature", body = ErrorBody),
+        (status = 404, description = "No such media, rendition or file", body = ErrorBody),
+        (status = 416, description = "The `Range` is outside the file"),
+        (status = 503, description = "The database or storage does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn show_path(
     State(st): State<AppState>,
-    Path((id, name, path)): Path<(String, String, String)>,
+    ApiPath((id, name, path)): ApiPath<(String, String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
     serve(st, &id, &name, Some(&path), req).await

@@ -6,31 +6,62 @@
 //! answers 202 with the current status and enqueues nothing.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use mediafleet_proto::MediaKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
+use super::error::{ApiPath, ErrorBody};
 use super::media::{parse_id, refresh_cached};
 use super::{ApiError, AppState};
 use crate::db::OutboxJob;
 
-/// The optional body.
-#[derive(Debug, Default, Deserialize)]
+/// The optional body of `POST /v1/media/{id}/reprocess`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReprocessRequest {
     /// Profile for the new renditions; the media's current one when absent.
     pub profile: Option<String>,
 }
 
+/// The answer of `POST /v1/media/{id}/reprocess`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: the handler builds the JSON
+pub struct Requeued {
+    #[schema(value_type = uuid::Uuid)]
+    id: String,
+    /// `queued`, or the current status when the same request was already accepted.
+    #[schema(pattern = "^(queued|processing)$")]
+    status: String,
+    /// The profile the new renditions are made with.
+    profile: String,
+}
+
 /// `POST /v1/media/{id}/reprocess`.
+#[utoipa::path(post, path = "/v1/media/{id}/reprocess", summary = "Make a media's renditions again, or replay a failed one", tag = "media",
+    description = "`ready → queued` (optionally with another profile) or `failed → queued`. The old renditions are served until the new ones are ready; the ones they replace are then deleted. Repeating the request while the media is queued or processing with that profile enqueues nothing.",
+    params(("id" = uuid::Uuid, Path, description = "Media id")),
+    request_body(content = Option<ReprocessRequest>, content_type = "application/json",
+        description = "`{\"profile\":\"…\"}`, or empty to keep the media's profile"),
+    responses(
+        (status = 202, description = "Requeued (or already queued with that profile)", body = Requeued),
+        (status = 400, description = "Invalid body or unknown profile", body = ErrorBody),
+        (status = 401, description = "No or an invalid API key", body = ErrorBody),
+        (status = 404, description = "No such media, or the id is not a UUID", body = ErrorBody),
+        (status = 409, description = "The media is uploading, deleted, or being processed with another profile", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
+        (status = 503, description = "The database does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn reprocess(
     State(st): State<AppState>,
-    Path(id): Path<String>,
-    body: Bytes,
+    ApiPath(id): ApiPath<String>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body?;
     let id = parse_id(&id)?;
     let req: ReprocessRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReprocessRequest::default()

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, FromRequest, Multipart, Query, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
 use futures::{Stream, StreamExt};
@@ -20,8 +20,11 @@ use mediafleet_proto::MediaKind;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
 
 use super::auth::Caller;
+use super::error::{ApiQuery, ErrorBody};
+use super::renditions::Binary;
 use super::{idempotency, ApiError, AppState};
 use crate::db::{IdempotencyClaim, Inserted, NewMedia, OutboxJob, UploadExtra};
 use crate::storage::keys;
@@ -47,11 +50,63 @@ struct Spooled {
     mime: String,
 }
 
+/// `202 {"id","status"}`: the answer of `POST /v1/uploads` and `POST /v1/uploads/{id}/complete`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: the handlers build the JSON
+pub struct Accepted {
+    /// Media id.
+    #[schema(value_type = uuid::Uuid)]
+    id: String,
+    /// `queued` for a new upload; a repeated request answers the media's current status.
+    #[schema(pattern = "^(uploading|queued|processing|ready|failed|deleted)$")]
+    status: String,
+}
+
+/// The multipart form of `POST /v1/uploads`. Unknown fields are ignored.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: the handler streams the fields
+pub struct UploadForm {
+    /// The file (exactly one); its kind is found by content, never by name.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Profile name (default `default`).
+    profile: Option<String>,
+    /// The client's own id.
+    external_id: Option<String>,
+    /// Webhook target.
+    callback_url: Option<String>,
+}
+
 /// `POST /v1/uploads`.
+#[utoipa::path(post, path = "/v1/uploads", summary = "Upload a file (multipart field `file`, or a raw body), streamed to storage", tag = "uploads",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+            description = "A retry with the same key and request answers the same media"),
+        ("profile" = Option<String>, Query, description = "Profile name (raw bodies; a form field wins)"),
+        ("external_id" = Option<String>, Query, description = "The client's own id"),
+        ("callback_url" = Option<String>, Query, description = "Webhook target"),
+        ("filename" = Option<String>, Query, description = "Client file name (kept as metadata)")),
+    request_body(description = "A multipart form with a `file` field, or the file itself as the body",
+        content(
+            (UploadForm = "multipart/form-data"),
+            (Binary = "application/octet-stream"),
+            (Binary = "image/*"),
+            (Binary = "video/*"),
+            (Binary = "audio/*"))),
+    responses(
+        (status = 202, description = "Stored; processing is queued", body = Accepted),
+        (status = 400, description = "Malformed multipart body, unknown profile, refused callback_url or bad Idempotency-Key", body = ErrorBody),
+        (status = 401, description = "No or an invalid API key", body = ErrorBody),
+        (status = 408, description = "The body stalled longer than `[uploads] body_idle_timeout`", body = ErrorBody),
+        (status = 413, description = "Over the size limit for the media's kind", body = ErrorBody),
+        (status = 415, description = "Not an image, video or audio file (checked by content) or empty", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorBody),
+        (status = 503, description = "Every upload slot is busy, or a backend does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn create(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
-    Query(query): Query<HashMap<String, String>>,
+    ApiQuery(query): ApiQuery<HashMap<String, String>>,
     req: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let _slot = st.uploads.slot()?;
