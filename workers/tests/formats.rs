@@ -127,18 +127,20 @@ fn heic_decodes_through_libheif() {
 
 #[test]
 fn format_comes_from_content_not_the_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let disguised = dir.path().join("actually-a-png.jpg");
-    std::fs::copy(fixture("alpha.png"), &disguised).unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let r = mediafleet_workers::process(
-        &disguised,
-        &Profile::default_profile(),
-        &Limits::default(),
-        out.path(),
-    );
-    assert!(r.is_ready(), "{r:?}");
-    assert_eq!(r.metadata["format"], "png");
+    for (fixture_name, format) in [("alpha.png", "png"), ("still.heic", "heic")] {
+        let dir = tempfile::tempdir().unwrap();
+        let disguised = dir.path().join("holiday.jpg");
+        std::fs::copy(fixture(fixture_name), &disguised).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let r = mediafleet_workers::process(
+            &disguised,
+            &Profile::default_profile(),
+            &Limits::default(),
+            out.path(),
+        );
+        assert!(r.is_ready(), "{fixture_name}: {r:?}");
+        assert_eq!(r.metadata["format"], format);
+    }
 }
 
 #[test]

@@ -169,19 +169,3 @@ fn heic_header_without_a_picture_is_corrupt() {
     );
     assert_eq!(code(&r), "corrupt_media", "{r:?}");
 }
-
-#[test]
-fn format_comes_from_content_not_the_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let disguised = dir.path().join("holiday.jpg");
-    std::fs::copy(fixture("still.heic"), &disguised).unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let r = mediafleet_workers::process(
-        &disguised,
-        &Profile::default_profile(),
-        &Limits::default(),
-        out.path(),
-    );
-    assert!(r.is_ready(), "{r:?}");
-    assert_eq!(r.metadata["format"], "heic");
-}

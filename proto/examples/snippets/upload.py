@@ -44,39 +44,48 @@ def upload(path: str) -> str:
     return r.json()["id"]
 
 
-def presigned(path: str) -> str:
-    size = os.path.getsize(path)
+class _Sized:
+    """A file-like view that tells requests its length, so a PUT is never chunked (S3 refuses chunked
+    uploads to presigned URLs)."""
+
+    def __init__(self, source, size: int):
+        self.source, self.len = source, size
+
+    def read(self, n: int = -1) -> bytes:
+        return self.source.read(n if n >= 0 else None)
+
+
+def presign(filename: str, content_type: str, size: int, **extra) -> dict:
     r = requests.post(f"{BASE}/v1/uploads/presign", headers=AUTH, timeout=60,
-                      json={"filename": os.path.basename(path), "content_type": "image/jpeg", "bytes": size})
+                      json={"filename": filename, "content_type": content_type, "bytes": size, **extra})
     r.raise_for_status()
-    answer = r.json()
-    with open(path, "rb") as f:
-        if "upload" in answer:
-            up = answer["upload"]
-            requests.put(up["url"], data=f.read(), headers=up["headers"], timeout=300).raise_for_status()
-            body = {}
-        else:
-            mp, parts = answer["multipart"], []
-            for part in mp["parts"]:
-                chunk = f.read(mp["part_size"])
-                put = requests.put(part["url"], data=chunk, timeout=300)
-                put.raise_for_status()
-                parts.append({"number": part["number"], "etag": put.headers["ETag"]})
-            body = {"parts": parts}
-    requests.post(f"{BASE}/v1/uploads/{answer['id']}/complete", json=body, headers=AUTH,
+    return r.json()
+
+
+def send(answer: dict, source, size: int) -> str:
+    """PUTs `source` (anything with .read(n)) to the presigned URL, or part by part to the multipart URLs
+    keeping one part in memory, then completes the upload."""
+    if "upload" in answer:
+        up = answer["upload"]
+        requests.put(up["url"], data=_Sized(source, size), headers=up["headers"], timeout=300).raise_for_status()
+        done = {}
+    else:
+        mp, parts = answer["multipart"], []
+        for part in mp["parts"]:
+            put = requests.put(part["url"], data=source.read(mp["part_size"]), timeout=300)
+            put.raise_for_status()
+            parts.append({"number": part["number"], "etag": put.headers["ETag"]})
+        done = {"parts": parts}
+    requests.post(f"{BASE}/v1/uploads/{answer['id']}/complete", json=done, headers=AUTH,
                   timeout=60).raise_for_status()
     return answer["id"]
 
 
-class _Sized:
-    """A file-like view of a boto3 body that tells requests its length, so the PUT is not chunked (S3
-    refuses chunked uploads to presigned URLs)."""
-
-    def __init__(self, body, size: int):
-        self.body, self.len = body, size
-
-    def read(self, n: int = -1) -> bytes:
-        return self.body.read(n if n >= 0 else None)
+def presigned(path: str) -> str:
+    size = os.path.getsize(path)
+    answer = presign(os.path.basename(path), "image/jpeg", size)
+    with open(path, "rb") as f:
+        return send(answer, f, size)
 
 
 def import_from_bucket(bucket: str, key: str) -> str:
@@ -85,26 +94,9 @@ def import_from_bucket(bucket: str, key: str) -> str:
     s3 = boto3.client("s3")
     head = s3.head_object(Bucket=bucket, Key=key)
     size = head["ContentLength"]
-    r = requests.post(f"{BASE}/v1/uploads/presign", headers=AUTH, timeout=60, json={
-        "filename": key.rsplit("/", 1)[-1], "content_type": head.get("ContentType", "application/octet-stream"),
-        "bytes": size, "external_id": f"s3://{bucket}/{key}"})
-    r.raise_for_status()
-    answer = r.json()
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    if "upload" in answer:
-        up = answer["upload"]
-        requests.put(up["url"], data=_Sized(body, size), headers=up["headers"], timeout=300).raise_for_status()
-        done = {}
-    else:  # one part in memory at a time
-        mp, parts = answer["multipart"], []
-        for part in mp["parts"]:
-            put = requests.put(part["url"], data=body.read(mp["part_size"]), timeout=300)
-            put.raise_for_status()
-            parts.append({"number": part["number"], "etag": put.headers["ETag"]})
-        done = {"parts": parts}
-    requests.post(f"{BASE}/v1/uploads/{answer['id']}/complete", json=done, headers=AUTH,
-                  timeout=60).raise_for_status()
-    return answer["id"]
+    answer = presign(key.rsplit("/", 1)[-1], head.get("ContentType", "application/octet-stream"), size,
+                     external_id=f"s3://{bucket}/{key}")
+    return send(answer, s3.get_object(Bucket=bucket, Key=key)["Body"], size)
 
 
 def wait(media_id: str) -> str:
