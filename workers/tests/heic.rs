@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{code, fixture, open, run, run_with};
+use common::{code, open, run, run_with};
 use mediafleet_proto::{MediaKind, Profile};
 use mediafleet_workers::Limits;
 
