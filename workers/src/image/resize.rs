@@ -36,6 +36,16 @@ impl Target {
         self.crop == FULL
     }
 
+    /// A full-frame target of `width`×`height` (rounded, at least 1), linear light automatic.
+    pub fn full_frame(width: f64, height: f64) -> Self {
+        Target {
+            width: px(width),
+            height: px(height),
+            crop: FULL,
+            linear: None,
+        }
+    }
+
     /// The source region in pixels of a `w`×`h` frame.
     pub fn region(&self, w: u32, h: u32) -> (f64, f64, f64, f64) {
         let [l, t, cw, ch] = self.crop;
