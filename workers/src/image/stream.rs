@@ -160,11 +160,9 @@ impl Shrinker {
         let slot = self.next_in % self.slots;
         let dst = &mut self.ring[slot * width..(slot + 1) * width];
         for (x, px) in dst.chunks_exact_mut(3).enumerate() {
-            let start = self.horizontal.start[x];
-            let src = &self.row[start * 3..];
+            let src = &self.row[self.horizontal.start[x] * 3..];
             let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
-            for (k, &w) in self.horizontal.weights(x).iter().enumerate() {
-                let p = &src[k * 3..k * 3 + 3];
+            for (&w, p) in self.horizontal.weights(x).iter().zip(src.chunks_exact(3)) {
                 r += w * p[0];
                 g += w * p[1];
                 b += w * p[2];
