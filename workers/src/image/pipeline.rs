@@ -173,3 +173,42 @@ fn metadata(d: &Decoded) -> Map<String, Value> {
     m.extend(d.exif.clone());
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mediafleet_proto::Crop;
+
+    #[test]
+    fn master_is_the_largest_full_frame_rendition_when_the_rest_fit() {
+        let specs = [
+            RenditionSpec::new("thumb", 256, 256, OutputFormat::Webp),
+            RenditionSpec::new("preview", 1280, 1280, OutputFormat::Jpeg),
+        ];
+        let m = master(13334, 7500, &specs, &placeholder_spec()).unwrap();
+        assert_eq!(
+            (m.width, m.height, m.crop),
+            (1280, 720, [0.0, 0.0, 1.0, 1.0])
+        );
+        // A source no larger than the preview: nothing to resample while decoding.
+        let m = master(1000, 800, &specs, &placeholder_spec()).unwrap();
+        assert_eq!((m.width, m.height), (1000, 800));
+    }
+
+    #[test]
+    fn master_falls_back_to_the_smallest_frame_with_headroom() {
+        // A big square cover crop from a 16:9 frame needs more than the 1280×720 preview offers.
+        let specs = [
+            RenditionSpec::new("preview", 1280, 1280, OutputFormat::Jpeg),
+            RenditionSpec {
+                fit: Fit::Cover,
+                crop: Crop::Centre,
+                ..RenditionSpec::new("square", 600, 600, OutputFormat::Jpeg)
+            },
+        ];
+        let m = master(13334, 7500, &specs, &placeholder_spec()).unwrap();
+        // The preview's own need (2 × 1280 wide) and the square's (2 × 600 of a 0.5625-wide crop → 2133 wide).
+        assert_eq!((m.width, m.height), (2560, 1440));
+        assert!(master(2000, 1125, &specs, &placeholder_spec()).is_none());
+    }
+}
