@@ -48,6 +48,36 @@ fn every_orientation_comes_out_upright() {
 }
 
 #[test]
+fn every_orientation_is_upright_through_the_streaming_resample() {
+    // A 40 px rendition: the decoder streams each 160×120 frame (120×160 stored for 5–8) into a 100×75 master
+    // (the placeholder's size) in stored orientation, which is then turned upright and resampled again.
+    let profile = Profile {
+        image: vec![RenditionSpec::new("small", 40, 40, OutputFormat::Png)],
+        ..Profile::default_profile()
+    };
+    let quadrants = [
+        ((5, 3), [220, 30, 30]),
+        ((35, 3), [30, 200, 30]),
+        ((5, 27), [30, 30, 220]),
+        ((35, 27), [250, 250, 250]),
+    ];
+    for o in 1..=8 {
+        let name = format!("orientation-{o}.jpg");
+        let (r, out) = run_with(&name, &profile, &Limits::default());
+        assert!(r.is_ready(), "{name}: {r:?}");
+        let img = open(&out, "small.png").to_rgb8();
+        assert_eq!(img.dimensions(), (40, 30), "{name}");
+        for ((x, y), want) in quadrants {
+            let got = img.get_pixel(x, y).0;
+            assert!(
+                close(got, want, 40),
+                "{name}: at ({x},{y}) got {got:?}, want {want:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn adobe_rgb_is_converted_to_srgb() {
     // lcms (Pillow ImageCms) says Adobe RGB (60,180,80) is sRGB (0,181,70) and (200,60,60) is (231,57,57).
     for (name, file) in [

@@ -6,8 +6,9 @@
 //! `too_many_pixels` in microseconds. `image::Limits` backs that up inside the decoders (side length and
 //! allocation caps), and `catch_unwind` is the last line of defence; the sandboxed child is the real boundary.
 //!
-//! Four decoders: JPEG goes through libjpeg-turbo ([`super::turbo`], DCT-scaled), AVIF through FFmpeg
-//! ([`super::avif`]), HEIC/HEIF through libheif ([`super::heic`]), everything else through the image crate.
+//! Four decoders: JPEG goes through libjpeg ([`super::libjpeg`], DCT-scaled and streamed row by row into the
+//! resampler, never holding the compressed file or the decoded frame), AVIF through FFmpeg ([`super::avif`]),
+//! HEIC/HEIF through libheif ([`super::heic`]), everything else through the image crate.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -20,7 +21,8 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 use mediafleet_proto::ErrorCode;
 use serde_json::{Map, Value};
 
-use super::{avif, exif, frames, heic, icc, jpeg, turbo};
+use super::resize::{Target, AUTO_LINEAR_RATIO};
+use super::{avif, exif, frames, heic, icc, jpeg, libjpeg};
 use crate::sniff::{sniff, SNIFF_LEN};
 use crate::{Limits, MediaError};
 
@@ -46,7 +48,8 @@ impl Source {
 /// A decoded still: the first frame of an animation, upright, 8-bit RGB(A), in sRGB.
 #[derive(Debug)]
 pub struct Decoded {
-    /// Pixels, upright; smaller than `full` by `shrink` when the JPEG was shrunk on load.
+    /// Pixels, upright; smaller than `full` when the JPEG was shrunk on load (by `shrink`) and resampled to the
+    /// request's `master` size as it streamed out of the decoder.
     pub image: DynamicImage,
     /// Upright size of the original.
     pub full: (u32, u32),
@@ -75,7 +78,14 @@ pub struct Request<'a> {
     /// For an upright `w`×`h` original, the smallest decoded size (w, h) every rendition can still be made
     /// from with headroom; larger originals may be shrunk on load down to it.
     pub need: &'a dyn Fn(u32, u32) -> (f64, f64),
+    /// For an upright `w`×`h` original, the full-frame size a JPEG may be resampled to while it streams out of
+    /// the decoder (every rendition is then made from that), or `None` to keep the decoded frame.
+    pub master: &'a dyn Fn(u32, u32) -> Option<Target>,
 }
+
+/// Progressive scans allowed before a JPEG counts as hostile (libjpeg-turbo's own advice against scan-count
+/// denial of service; real encoders write about 10).
+const SCAN_LIMIT: u32 = 500;
 
 /// Decodes `path`. Every failure is a [`MediaError`] with a stable code; a decoder panic becomes
 /// `corrupt_media`.
@@ -127,25 +137,40 @@ fn decode_checked(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError>
 }
 
 fn decode_jpeg(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
-    let data = std::fs::read(path).map_err(internal_io)?;
-    let header = turbo::header(&data)?;
-    check_pixels(header.width, header.height, req.limits)?;
-    if !jpeg::is_complete(&data) {
+    let jpeg = libjpeg::Jpeg::open(path)?;
+    check_pixels(jpeg.width, jpeg.height, req.limits)?;
+    let structure = jpeg::walk(
+        BufReader::new(File::open(path).map_err(internal_io)?),
+        SCAN_LIMIT,
+    )
+    .map_err(internal_io)?;
+    if structure.scans > SCAN_LIMIT {
+        return Err(MediaError::new(
+            ErrorCode::CorruptMedia,
+            format!("the JPEG file has more than {SCAN_LIMIT} scans; real encoders write about 10"),
+        ));
+    }
+    if !structure.complete {
         return Err(MediaError::new(
             ErrorCode::CorruptMedia,
             "the JPEG file is truncated: its data ends before the end-of-image marker",
         ));
     }
-    let exif = exif::read_jpeg(&data)?;
+    let exif = exif::read_jpeg(jpeg.exif.clone())?;
     let orientation = exif.as_ref().map_or(1, exif::orientation);
-    let full = upright(header.width, header.height, orientation);
+    let full = upright(jpeg.width, jpeg.height, orientation);
     let (nw, nh) = (req.need)(full.0, full.1);
     let (nw, nh) = if orientation >= 5 { (nh, nw) } else { (nw, nh) };
-    let shrink = turbo::shrink_for(header.width, header.height, nw, nh);
-    let icc = turbo::icc_profile(&data);
-    let mut image = turbo::decode(&data, &header, shrink, icc.as_deref())?;
-    drop(data);
-    let icc_converted = !header.cmyk && icc.is_some_and(|p| icc::to_srgb(&mut image, &p));
+    let shrink = libjpeg::shrink_for(jpeg.width, jpeg.height, nw, nh);
+    let master = (req.master)(full.0, full.1);
+    let size = master.map(|t| upright(t.width, t.height, orientation));
+    let linear = |ratio: f64| {
+        master
+            .and_then(|t| t.linear)
+            .unwrap_or(ratio >= AUTO_LINEAR_RATIO)
+    };
+    let (image, icc_converted) = jpeg.decode(shrink, size, linear)?;
+    let mut image = DynamicImage::ImageRgb8(image);
     image.apply_orientation(orientation_of(orientation));
     Ok(Decoded {
         image,

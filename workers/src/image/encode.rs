@@ -1,4 +1,4 @@
-//! Encoding renditions: lossy WebP (libwebp), baseline JPEG (libjpeg-turbo), PNG and AVIF (ravif/rav1e).
+//! Encoding renditions: lossy WebP (libwebp), baseline JPEG (libjpeg), PNG and AVIF (ravif/rav1e).
 //!
 //! Only pixel data is written. No EXIF, XMP, ICC or GPS block reaches an output, because nothing here ever
 //! copies one: the encoders are fed raw pixels, never the original's bytes.
@@ -45,8 +45,8 @@ pub fn encode(
         OutputFormat::Jpeg => {
             check_side(w, h, JPEG_MAX_SIDE, "JPEG")?;
             match img {
-                DynamicImage::ImageRgb8(b) => super::turbo::encode(b, quality),
-                other => super::turbo::encode(&flatten_on_white(other), quality),
+                DynamicImage::ImageRgb8(b) => super::libjpeg::encode(b, quality),
+                other => super::libjpeg::encode(&flatten_on_white(other), quality),
             }
         }
         OutputFormat::Avif => {

@@ -29,24 +29,35 @@ pub fn to_srgb(img: &mut DynamicImage, icc: &[u8]) -> bool {
     }
 }
 
-/// Converts Adobe-style (inverted) 8-bit CMYK to sRGB RGB with a CMYK ICC profile. `None` when the profile is
-/// not a usable CMYK profile; the caller then uses the naive conversion.
-pub fn cmyk_to_srgb(cmyk: &[u8], icc: &[u8]) -> Option<Vec<u8>> {
+/// A row transform from the RGB colour space `icc` describes to sRGB (8-bit RGB in place); `None` for non-RGB,
+/// sRGB and unusable profiles.
+pub fn rgb_transform(icc: &[u8]) -> Option<Transform<u8, u8>> {
+    let src = rgb_profile(icc)?;
+    Transform::new(
+        &src,
+        PixelFormat::RGB_8,
+        &Profile::new_srgb(),
+        PixelFormat::RGB_8,
+        Intent::Perceptual,
+    )
+    .ok()
+}
+
+/// A row transform from Adobe-style (inverted) 8-bit CMYK to sRGB RGB with a CMYK ICC profile. `None` when the
+/// profile is not a usable CMYK profile; the caller then uses the naive conversion.
+pub fn cmyk_transform(icc: &[u8]) -> Option<Transform<u8, u8>> {
     let src = Profile::new_icc(icc).ok()?;
     if src.color_space() != ColorSpaceSignature::CmykData {
         return None;
     }
-    let t = Transform::new(
+    Transform::new(
         &src,
         PixelFormat::CMYK_8_REV,
         &Profile::new_srgb(),
         PixelFormat::RGB_8,
         Intent::Perceptual,
     )
-    .ok()?;
-    let mut rgb = vec![0u8; cmyk.len() / 4 * 3];
-    t.transform_pixels(cmyk, &mut rgb);
-    Some(rgb)
+    .ok()
 }
 
 /// The profile, when it is an RGB profile that is not sRGB already.

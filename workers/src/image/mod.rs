@@ -3,18 +3,20 @@
 //! - [`pipeline`]: the whole image job, `run(input, profile, limits, out_dir) -> Report`.
 //! - [`decode`]: header limits, then pixels (shrunk on load), ICC → sRGB, EXIF orientation (first frame of
 //!   animations).
-//! - [`turbo`]: JPEG through libjpeg-turbo: DCT-scaled decode, CMYK, ICC segments, fast encode.
+//! - [`libjpeg`]: JPEG through libjpeg's scanline API (mozjpeg): streaming DCT-scaled decode, CMYK, ICC
+//!   segments, fast encode.
+//! - [`stream`]: streaming Lanczos3 downscale of decoder rows (only a window of rows held).
 //! - [`avif`]: AVIF input through FFmpeg (ffmpeg-next).
 //! - [`heic`]: HEIC/HEIF input through libheif 1.23 (built from libheif-sys's bundled source) and libde265.
 //! - [`icc`]: embedded ICC profiles → sRGB with lcms2.
-//! - [`jpeg`]: JPEG completeness (decoders hide truncation).
+//! - [`jpeg`]: JPEG structure, streamed: completeness (decoders hide truncation) and scan count.
 //! - [`frames`]: frame counts from container structure, for the animation limits.
 //! - [`resize`]: output sizes (`contain`, `cover`, no upscaling) and Lanczos3 resampling, linear light when it
 //!   matters.
 //! - [`crop`]: where a `cover` window goes (centre, entropy, attention).
 //! - [`cascade`]: largest-first rendering that reuses earlier outputs with 2× headroom.
 //! - [`anim`]: animated WebP renditions of animated originals.
-//! - [`encode`]: WebP (libwebp, lossy), JPEG (libjpeg-turbo), PNG and AVIF (ravif), with no metadata.
+//! - [`encode`]: WebP (libwebp, lossy), JPEG (libjpeg), PNG and AVIF (ravif), with no metadata.
 //! - [`hash`]: BlurHash and ThumbHash placeholders.
 //! - [`exif`]: orientation, camera make and model, capture time (GPS only when the profile asks).
 
@@ -30,6 +32,7 @@ pub mod hash;
 pub mod heic;
 pub mod icc;
 pub mod jpeg;
+pub mod libjpeg;
 pub mod pipeline;
 pub mod resize;
-pub mod turbo;
+pub mod stream;

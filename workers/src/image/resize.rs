@@ -3,7 +3,8 @@
 //! [`plan`] turns a rendition spec into an output size and a source crop (as fractions of the frame, so the same
 //! crop applies to the original and to any smaller full-frame copy of it). [`Scaler`] does the resampling with
 //! fast_image_resize (Lanczos3, alpha premultiplied internally so transparent edges do not bleed dark fringes)
-//! and keeps one `Resizer` so its buffers are reused across renditions.
+//! and keeps one `Resizer` so its buffers are reused across renditions. Full-frame RGB in linear light goes
+//! through [`super::stream::Shrinker`] row by row instead, so no 16-bit linear copy of the source is made.
 
 use fast_image_resize::{
     create_srgb_mapper, FilterType, PixelComponentMapper, ResizeAlg, ResizeOptions, Resizer,
@@ -34,6 +35,16 @@ impl Target {
     /// Whether the target shows the whole frame (it can then seed smaller renditions).
     pub fn is_full_frame(&self) -> bool {
         self.crop == FULL
+    }
+
+    /// A full-frame target of `width`×`height` (rounded, at least 1), linear light automatic.
+    pub fn full_frame(width: f64, height: f64) -> Self {
+        Target {
+            width: px(width),
+            height: px(height),
+            crop: FULL,
+            linear: None,
+        }
     }
 
     /// The source region in pixels of a `w`×`h` frame.
@@ -153,6 +164,16 @@ impl Scaler {
                 .resize(src, &mut dst, &options)
                 .map_err(failed)?;
             return Ok(dst);
+        }
+        // Full-frame RGB: stream the rows through the linear-light resampler instead of holding a 16-bit linear
+        // copy of the whole source (6 bytes a pixel).
+        if let (true, DynamicImage::ImageRgb8(rgb)) = (target.is_full_frame(), src) {
+            let mut shrinker =
+                super::stream::Shrinker::new(sw, sh, target.width, target.height, true);
+            for row in rgb.as_raw().chunks_exact(sw as usize * 3) {
+                shrinker.push(row);
+            }
+            return Ok(DynamicImage::ImageRgb8(shrinker.finish()));
         }
         let wide = |w, h| match src.color().has_alpha() {
             true => DynamicImage::new_rgba16(w, h),
