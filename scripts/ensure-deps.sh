@@ -5,10 +5,11 @@ set -euo pipefail
 
 # libde265-dev and g++: HEIC input (libheif-sys's `embedded-libheif` builds libheif 1.23, C++, with cmake and
 # decodes HEVC with Debian's libde265; Debian 12's own libheif is 1.15, older than libheif-rs needs).
+# ffmpeg and libvips-tools: the side-by-side benchmarks (`mediafleet bench video|image`) and fixtures.
 need_apt=()
 for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev \
            libavdevice-dev libclang-dev pkg-config cmake nasm ffmpeg python3-venv curl \
-           libde265-dev g++; do
+           libde265-dev g++ libvips-tools; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${1:-}" = "--services" ]; then

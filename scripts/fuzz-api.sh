@@ -21,7 +21,7 @@ if ! "$VENV/bin/schemathesis" --version >/dev/null 2>&1; then
   "$VENV/bin/pip" install -q 'schemathesis>=4,<5'
 fi
 
-cargo build --bin mediafleet
+cargo build --bins
 out=$(mktemp -d "${TMPDIR:-/tmp}/mediafleet-fuzz.XXXXXX")
 "$CARGO_TARGET_DIR/debug/mediafleet" serve --data-dir "$out/data" --listen "127.0.0.1:$PORT" \
   >"$out/serve.log" 2>&1 &

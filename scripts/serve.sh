@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mediafleet-target}"
-cargo build --release --bin mediafleet
+# Both binaries: `mediafleet` and `mediafleet-image`, the still-image child the workers run beside it.
+cargo build --release --bins
 exec "$CARGO_TARGET_DIR/release/mediafleet" serve "$@"

@@ -38,22 +38,71 @@ pub enum SandboxError {
     Internal(String),
 }
 
+/// The lean still-image child, looked for next to the `mediafleet` executable.
+pub const IMAGE_CHILD: &str = "mediafleet-image";
+
 /// How media work is run.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
-    /// `Some(exe)`: a child process of that executable; `None`: in-process (debugging and unit tests).
+    /// `Some(exe)`: a child process of that executable (`mediafleet`); `None`: in-process (debugging and unit
+    /// tests).
     pub exe: Option<PathBuf>,
+    /// The child for still images that need no FFmpeg (`mediafleet-image`, same arguments), when installed.
+    /// Without it `exe` does all the work, at a higher memory floor per job.
+    pub image_exe: Option<PathBuf>,
     /// Address-space cap of the child.
     pub memory_bytes: u64,
 }
 
 impl Sandbox {
-    /// A sandbox that runs this very executable as the child.
+    /// A sandbox that runs this very executable as the child (and `mediafleet-image` beside it for images).
     pub fn current_exe(memory_bytes: u64) -> Result<Self, std::io::Error> {
-        Ok(Sandbox {
-            exe: Some(std::env::current_exe()?),
+        Ok(Self::with_exe(std::env::current_exe()?, memory_bytes))
+    }
+
+    /// A sandbox whose child is `exe`, with [`IMAGE_CHILD`] for still images if it sits beside `exe`.
+    pub fn with_exe(exe: PathBuf, memory_bytes: u64) -> Self {
+        let image_exe = Some(exe.with_file_name(IMAGE_CHILD)).filter(|p| p.is_file());
+        if image_exe.is_none() {
+            tracing::warn!(exe = %exe.display(), "no {IMAGE_CHILD} beside the media child; images run in the full binary");
+        }
+        Sandbox {
+            exe: Some(exe),
+            image_exe,
             memory_bytes,
-        })
+        }
+    }
+
+    /// Media work in this process (no rlimits, no kill on timeout): for debugging and unit tests.
+    pub fn in_process(memory_bytes: u64) -> Self {
+        Sandbox {
+            exe: None,
+            image_exe: None,
+            memory_bytes,
+        }
+    }
+
+    /// The executable for `input`: the image child for a still image that needs no FFmpeg, else `exe`.
+    async fn child_for<'a>(&'a self, input: &Path, exe: &'a PathBuf) -> &'a PathBuf {
+        let Some(image_exe) = &self.image_exe else {
+            return exe;
+        };
+        let mut head = Vec::with_capacity(mediafleet_workers::sniff::SNIFF_LEN);
+        let read = async {
+            let f = tokio::fs::File::open(input).await?;
+            f.take(mediafleet_workers::sniff::SNIFF_LEN as u64)
+                .read_to_end(&mut head)
+                .await
+        };
+        match read
+            .await
+            .ok()
+            .and_then(|_| mediafleet_workers::sniff(&head))
+        {
+            Some(s) if !mediafleet_workers::needs_ffmpeg(&s) => image_exe,
+            // Unknown or unreadable content: the full binary reports it the usual way.
+            _ => exe,
+        }
     }
 
     /// Runs the media work; the child is killed if this future is dropped (shutdown) or times out.
@@ -82,6 +131,7 @@ impl Sandbox {
         let Some(exe) = &self.exe else {
             return Ok(run_in_process(input, profile, limits, out_dir, timeout, progress).await);
         };
+        let exe = self.child_for(input, exe).await;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         let mut child = tokio::process::Command::new(exe)
             .arg("process")
@@ -282,10 +332,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.txt");
         std::fs::write(&input, b"not an image at all").unwrap();
-        let sandbox = Sandbox {
-            exe: None,
-            memory_bytes: 1 << 30,
-        };
+        let sandbox = Sandbox::in_process(1 << 30);
         let profile = mediafleet_proto::Profile::default_profile();
         let report = sandbox
             .run(

@@ -124,10 +124,7 @@ fn failed_media_prints_the_report_and_exits_2() {
 
 #[tokio::test]
 async fn the_sandbox_kills_a_child_at_its_deadline() {
-    let sandbox = mediafleet::sandbox::Sandbox {
-        exe: Some(bin()),
-        memory_bytes: 4 << 30,
-    };
+    let sandbox = mediafleet::sandbox::Sandbox::with_exe(bin(), 4 << 30);
     let out = tempfile::tempdir().unwrap();
     let profile = mediafleet_proto::Profile::builtin()
         .remove("streaming")

@@ -2,8 +2,9 @@
 //!
 //! For every JPEG (files, or the `*.jpg`/`*.jpeg` in directories; default `benches/photos/`, filled by
 //! `benches/fetch-photos.sh`) and every run, it times in turn:
-//! - ours: one `mediafleet process` child making `thumb` (256 px WebP q80) and `preview` (1280 px JPEG q82) from
-//!   one decode;
+//! - ours: one child making `thumb` (256 px WebP q80) and `preview` (1280 px JPEG q82) from one decode: the
+//!   child the worker's sandbox runs for a JPEG, `mediafleet-image process` (no FFmpeg linked), or
+//!   `mediafleet process` when `mediafleet-image` is not installed beside this binary (or with `--full`);
 //! - vips: `vipsthumbnail -s 256` (WebP q80) and `vipsthumbnail -s 1280` (JPEG q82), one run per size, as a
 //!   user without mediafleet would.
 //!
@@ -24,6 +25,9 @@ pub struct BenchImageArgs {
     /// Timed runs per file and side (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Time `mediafleet process` (the full binary, FFmpeg linked) instead of the image child.
+    #[arg(long)]
+    full: bool,
 }
 
 /// One side's result on one file.
@@ -46,7 +50,14 @@ pub fn run(args: &BenchImageArgs) -> ExitCode {
 
 fn run_inner(args: &BenchImageArgs) -> anyhow::Result<()> {
     let photos = collect(&args.photos)?;
-    let exe = std::env::current_exe().context("locating the mediafleet binary")?;
+    let full = std::env::current_exe().context("locating the mediafleet binary")?;
+    let lean = full.with_file_name(crate::sandbox::IMAGE_CHILD);
+    let exe = if !args.full && lean.is_file() {
+        lean
+    } else {
+        full
+    };
+    eprintln!("ours: {} process", exe.display());
     let work = tempfile::tempdir()?;
     let profile = serde_json::json!({"image": [
         {"name": "thumb", "max_width": 256, "max_height": 256, "format": "webp", "quality": 80},

@@ -17,6 +17,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{CommonArgs, Settings};
 
+pub use process::{run_child, ProcessArgs, Work};
+
 /// mediafleet: turns uploaded media into renditions, scaled on queue depth.
 #[derive(Debug, Parser)]
 #[command(name = "mediafleet", version, about)]

@@ -2,15 +2,20 @@
 //!
 //! Prints one JSON report on stdout. Exit 0 when ready, 2 when the media failed (report still printed),
 //! 1 on any other error. The worker runtime runs this same command as its sandboxed child
-//! (`--sandboxed --max-memory … --profile-json … --limits-json …`).
+//! (`--sandboxed --max-memory … --profile-json … --limits-json …`), with `mediafleet-image process` (the
+//! same arguments, [`run_child`] with the still-image entry point) for still images.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use mediafleet_proto::Profile;
-use mediafleet_workers::Limits;
+use mediafleet_workers::{Control, Limits, Report};
 
 use crate::config::{CommonArgs, FileConfig};
+
+/// The media work a child binary runs: `mediafleet_workers::process_with` (everything) or
+/// `process_still_image` (no FFmpeg).
+pub type Work = fn(&Path, &Profile, &Limits, &Path, &Control) -> Report;
 
 /// Arguments of `process`.
 #[derive(Debug, clap::Args)]
@@ -48,7 +53,16 @@ pub struct ProcessArgs {
 
 /// Runs `process`.
 pub fn run(common: &CommonArgs, args: &ProcessArgs) -> ExitCode {
-    match run_inner(common, args) {
+    run_child(
+        common.config.as_deref(),
+        args,
+        mediafleet_workers::process_with,
+    )
+}
+
+/// Runs `process` with `work`, reading profiles from `config` when no `--profile-json` is given.
+pub fn run_child(config: Option<&Path>, args: &ProcessArgs, work: Work) -> ExitCode {
+    match run_inner(config, args, work) {
         Ok(ready) => ExitCode::from(if ready { 0 } else { 2 }),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -57,30 +71,29 @@ pub fn run(common: &CommonArgs, args: &ProcessArgs) -> ExitCode {
     }
 }
 
-fn run_inner(common: &CommonArgs, args: &ProcessArgs) -> anyhow::Result<bool> {
+fn run_inner(config: Option<&Path>, args: &ProcessArgs, work: Work) -> anyhow::Result<bool> {
     if args.sandboxed {
         apply_rlimits(args.max_memory, args.max_cpu_seconds)?;
     }
-    let (profile, limits) = resolve(common, args)?;
+    let (profile, limits) = resolve(config, args)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("--out {}: {e}", args.out.display()))?;
     let control = if args.progress {
         progress_on_stderr()
     } else {
-        mediafleet_workers::Control::new()
+        Control::new()
     };
-    let report =
-        mediafleet_workers::process_with(&args.input, &profile, &limits, &args.out, &control);
+    let report = work(&args.input, &profile, &limits, &args.out, &control);
     println!("{}", serde_json::to_string(&report)?);
     Ok(report.is_ready())
 }
 
 /// Progress lines on stderr, at most every 500 ms (and always the last one), for the parent to read.
-fn progress_on_stderr() -> mediafleet_workers::Control {
+fn progress_on_stderr() -> Control {
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
     let last: Mutex<Option<Instant>> = Mutex::new(None);
-    mediafleet_workers::Control::with_progress(move |p| {
+    Control::with_progress(move |p| {
         let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
         let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
         if due || p >= 1.0 {
@@ -90,8 +103,8 @@ fn progress_on_stderr() -> mediafleet_workers::Control {
     })
 }
 
-fn resolve(common: &CommonArgs, args: &ProcessArgs) -> anyhow::Result<(Profile, Limits)> {
-    let file = match &common.config {
+fn resolve(config: Option<&Path>, args: &ProcessArgs) -> anyhow::Result<(Profile, Limits)> {
+    let file = match config {
         Some(p) => FileConfig::load(p).map_err(anyhow::Error::msg)?,
         None => FileConfig::default(),
     };

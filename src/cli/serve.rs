@@ -112,17 +112,11 @@ fn runtime(
 ) -> anyhow::Result<Runtime> {
     let sandbox = if s.worker.sandbox_child {
         match &s.worker.sandbox_exe {
-            Some(exe) => Sandbox {
-                exe: Some(exe.clone()),
-                memory_bytes: s.worker.sandbox_memory_bytes,
-            },
+            Some(exe) => Sandbox::with_exe(exe.clone(), s.worker.sandbox_memory_bytes),
             None => Sandbox::current_exe(s.worker.sandbox_memory_bytes)?,
         }
     } else {
-        Sandbox {
-            exe: None,
-            memory_bytes: s.worker.sandbox_memory_bytes,
-        }
+        Sandbox::in_process(s.worker.sandbox_memory_bytes)
     };
     let ctx = Arc::new(JobContext {
         records,

@@ -29,6 +29,6 @@ pub mod video;
 
 pub use control::Control;
 pub use limits::Limits;
-pub use process::{process, process_with};
+pub use process::{needs_ffmpeg, process, process_still_image, process_with};
 pub use report::{MediaError, Rendition, Report};
 pub use sniff::{sniff, Sniffed};

@@ -82,3 +82,11 @@ fn corrupt(e: ffmpeg::Error) -> MediaError {
 fn internal(message: String) -> MediaError {
     MediaError::new(ErrorCode::Internal, message)
 }
+
+/// [`decode`] as a plain function, for [`super::decode::Request::avif`]: only builds that pass it link FFmpeg.
+pub fn decode_checked(
+    path: &Path,
+    check: &dyn Fn(u32, u32) -> Result<(), MediaError>,
+) -> Result<DynamicImage, MediaError> {
+    decode(path, check)
+}

@@ -22,7 +22,7 @@ use mediafleet_proto::ErrorCode;
 use serde_json::{Map, Value};
 
 use super::resize::{Target, AUTO_LINEAR_RATIO};
-use super::{avif, exif, frames, heic, icc, jpeg, libjpeg};
+use super::{exif, frames, heic, icc, jpeg, libjpeg};
 use crate::sniff::{sniff, SNIFF_LEN};
 use crate::{Limits, MediaError};
 
@@ -81,7 +81,14 @@ pub struct Request<'a> {
     /// For an upright `w`×`h` original, the full-frame size a JPEG may be resampled to while it streams out of
     /// the decoder (every rendition is then made from that), or `None` to keep the decoded frame.
     pub master: &'a dyn Fn(u32, u32) -> Option<Target>,
+    /// The AVIF decoder (FFmpeg), or `None` in a build without FFmpeg (the lean image child), which then
+    /// answers `unsupported_format`; the worker never sends AVIF to that child.
+    pub avif: Option<AvifDecoder>,
 }
+
+/// An AVIF decoder: the file and a pixel-limit check to run on its header before decoding.
+pub type AvifDecoder =
+    fn(&Path, &dyn Fn(u32, u32) -> Result<(), MediaError>) -> Result<DynamicImage, MediaError>;
 
 /// Progressive scans allowed before a JPEG counts as hostile (libjpeg-turbo's own advice against scan-count
 /// denial of service; real encoders write about 10).
@@ -188,7 +195,13 @@ fn decode_jpeg(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
 }
 
 fn decode_avif(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError> {
-    let image = avif::decode(path, |w, h| check_pixels(w, h, req.limits).map(drop))?;
+    let Some(avif) = req.avif else {
+        return Err(MediaError::new(
+            ErrorCode::UnsupportedFormat,
+            "AVIF is decoded with FFmpeg, which this image-only build does not link; run it with `mediafleet process`",
+        ));
+    };
+    let image = avif(path, &|w, h| check_pixels(w, h, req.limits).map(drop))?;
     Ok(Decoded {
         full: (image.width(), image.height()),
         image,

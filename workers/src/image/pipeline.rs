@@ -8,7 +8,7 @@ use mediafleet_proto::{Fit, MediaKind, OutputFormat, Profile, RenditionSpec};
 use serde_json::{Map, Value};
 
 use super::cascade::{largest_first, Cascade, HEADROOM};
-use super::decode::{decode, Decoded, Request, Source};
+use super::decode::{decode, AvifDecoder, Decoded, Request, Source};
 use super::resize::{plan, Target};
 use super::{anim, crop, encode, hash};
 use crate::output::{self, Output};
@@ -20,6 +20,7 @@ pub fn run(
     profile: &Profile,
     limits: &Limits,
     out_dir: &Path,
+    avif: Option<AvifDecoder>,
 ) -> Result<Report, MediaError> {
     let placeholder = placeholder_spec();
     let need = |w: u32, h: u32| {
@@ -38,6 +39,7 @@ pub fn run(
             keep_gps: profile.keep_gps,
             need: &need,
             master: &master_for,
+            avif,
         },
     )?;
     let metadata = metadata(&decoded);
