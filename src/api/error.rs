@@ -117,6 +117,20 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// An optional JSON body: empty (or only whitespace), `null` and `{}` all give `T::default()`; anything that
+/// is not a `T` is a 400 naming `what`.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
+}
+
 /// [`Path`] whose rejection is an [`ApiError`].
 #[derive(FromRequestParts)]
 #[from_request(via(Path), rejection(ApiError))]

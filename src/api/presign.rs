@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::error::{ApiPath, ErrorBody};
+use super::error::{optional_json, ApiPath, ErrorBody};
 use super::media::parse_id;
 use super::uploads::Accepted;
 use super::{idempotency, ApiError, AppState};
@@ -346,13 +346,7 @@ pub async fn complete(
     let body = body?;
     let id = parse_id(&id)?;
     // Empty, `null` and `{}` all mean "a single PUT".
-    let req: CompleteRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CompleteRequest::default()
-    } else {
-        serde_json::from_slice::<Option<CompleteRequest>>(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid complete request: {e}")))?
-            .unwrap_or_default()
-    };
+    let req: CompleteRequest = optional_json(&body, "complete request")?;
     let row = st
         .records
         .media_primary(&id)

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::error::{ApiPath, ErrorBody};
+use super::error::{optional_json, ApiPath, ErrorBody};
 use super::media::{parse_id, refresh_cached};
 use super::{ApiError, AppState};
 use crate::db::OutboxJob;
@@ -63,12 +63,7 @@ pub async fn reprocess(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body?;
     let id = parse_id(&id)?;
-    let req: ReprocessRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ReprocessRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid reprocess request: {e}")))?
-    };
+    let req: ReprocessRequest = optional_json(&body, "reprocess request")?;
     // Two tries: the guarded update fails only when the row changed between the read and the write.
     for _ in 0..2 {
         let row = st
