@@ -1,24 +1,14 @@
 //! `mediafleet process` on video and audio at the binary level: `--only`, the JSON report on stdout, exit codes,
 //! and the sandbox killing a child at its deadline.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::{bin, fixture};
 use serde_json::Value;
-
-/// The binary under test (`MEDIAFLEET_TEST_BIN` overrides cargo's, as in `tests/common`).
-fn bin() -> PathBuf {
-    std::env::var_os("MEDIAFLEET_TEST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_mediafleet").into())
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
 
 fn process(input: &str, out: &Path, extra: &[&str]) -> (i32, Value) {
     let o = Command::new(bin())

@@ -1,34 +1,24 @@
 //! `mediafleet-image`, the still-image child: the same report as `mediafleet process`, no FFmpeg linked, and
 //! the worker's sandbox sends it exactly the images that need no FFmpeg.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::{bin, fixture};
 use mediafleet::sandbox::Sandbox;
 use mediafleet_proto::Profile;
 use mediafleet_workers::Limits;
 use serde_json::Value;
-
-/// `mediafleet` under test (`MEDIAFLEET_TEST_BIN` overrides cargo's, as in `tests/common`).
-fn bin() -> PathBuf {
-    std::env::var_os("MEDIAFLEET_TEST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_mediafleet").into())
-}
 
 /// `mediafleet-image`, from the same build as [`bin`].
 fn image_bin() -> PathBuf {
     let lean = bin().with_file_name("mediafleet-image");
     assert!(lean.is_file(), "{} is not built", lean.display());
     lean
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
 }
 
 fn run(exe: &Path, input: &str, out: &Path) -> (i32, Value) {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use common::uploads::*;
 use common::*;
-use mediafleet::storage::s3::{S3Config, S3Store};
+use mediafleet::storage::s3::S3Store;
 use mediafleet::storage::{ObjectStore, StoreError};
 use serde_json::{json, Value};
 
@@ -43,17 +43,6 @@ async fn keys(f: &UploadFleet, id: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn store(f: &UploadFleet) -> S3Store {
-    let url = format!(
-        "s3://{}?endpoint={}&region=us-east-1&path_style=true",
-        f.bucket,
-        s3_endpoint()
-    );
-    S3Store::connect(S3Config::from_url(&url::Url::parse(&url).unwrap()).unwrap())
-        .await
-        .unwrap()
-}
-
 async fn exists(s: &S3Store, key: &str) -> bool {
     match s.head(key).await {
         Ok(_) => true,
@@ -74,7 +63,7 @@ async fn outbox_rows(f: &UploadFleet, id: &str) -> i64 {
 #[tokio::test]
 async fn a_new_profile_replaces_the_renditions_and_deletes_the_old_objects_once_ready() {
     let f = upload_fleet(SMALL, "127.0.0.1", true).await;
-    let s3 = store(&f).await;
+    let s3 = s3_store(&moto_storage_url(&f.bucket)).await;
     let (status, body) = upload(&f.base, &fixture("photo.jpg"), "photo.jpg").await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();

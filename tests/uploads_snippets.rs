@@ -63,11 +63,7 @@ async fn curl_php_and_python_snippets_run() {
     // The Python snippet also imports an object the app keeps in its own bucket: boto3 reads it with the
     // app's credentials and streams it into mediafleet's presigned URLs.
     let (source, storage) = moto_bucket().await;
-    let cfg =
-        mediafleet::storage::s3::S3Config::from_url(&url::Url::parse(&storage).unwrap()).unwrap();
-    let store = mediafleet::storage::s3::S3Store::connect(cfg)
-        .await
-        .unwrap();
+    let store = s3_store(&storage).await;
     mediafleet::storage::ObjectStore::put_file(
         &store,
         "legacy/photo.jpg",

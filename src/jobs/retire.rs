@@ -23,16 +23,12 @@ pub async fn retire_replaced(
 ) {
     let kept: HashSet<&str> = new.iter().map(|r| r.key.as_str()).collect();
     for r in old.iter().filter(|r| !kept.contains(r.key.as_str())) {
-        let result = if r.sha256.is_empty() {
-            ctx.store.delete(&r.key).await
-        } else {
-            let dir = keys::rendition_dir(&ctx.prefix, id, &r.name, &r.sha256);
-            // Never wider than the rendition's own version directory.
-            if r.key.starts_with(&dir) {
-                ctx.store.delete_prefix(&dir).await
-            } else {
-                ctx.store.delete(&r.key).await
-            }
+        // The rendition's version directory, and never anything wider: only when the key lies inside it.
+        let dir = Some(keys::rendition_dir(&ctx.prefix, id, &r.name, &r.sha256))
+            .filter(|d| !r.sha256.is_empty() && r.key.starts_with(d.as_str()));
+        let result = match dir {
+            Some(dir) => ctx.store.delete_prefix(&dir).await,
+            None => ctx.store.delete(&r.key).await,
         };
         match result {
             Ok(()) => {

@@ -289,18 +289,30 @@ pub fn drop_rabbit_prefix(prefix: &str) {
     .join();
 }
 
+/// The `--storage` URL of `bucket` on moto.
+pub fn moto_storage_url(bucket: &str) -> String {
+    format!(
+        "s3://{bucket}?endpoint={}&region=us-east-1&path_style=true",
+        s3_endpoint()
+    )
+}
+
+/// A store on a `--storage` S3 URL, for tests that look at or seed objects directly.
+pub async fn s3_store(storage: &str) -> mediafleet::storage::s3::S3Store {
+    use mediafleet::storage::s3::{S3Config, S3Store};
+    let cfg = S3Config::from_url(&url::Url::parse(storage).unwrap()).unwrap();
+    S3Store::connect(cfg).await.unwrap()
+}
+
 /// A fresh bucket on moto; returns its name and its `--storage` URL. Fails loudly when moto is not up.
 pub async fn moto_bucket() -> (String, String) {
-    use mediafleet::storage::s3::{S3Config, S3Store};
     aws_env();
     let endpoint = s3_endpoint();
     require_tcp(endpoint.trim_start_matches("http://"), "moto_server (S3)");
     let bucket = unique("b");
-    let storage = format!("s3://{bucket}?endpoint={endpoint}&region=us-east-1&path_style=true");
-    let cfg = S3Config::from_url(&url::Url::parse(&storage).unwrap()).unwrap();
-    S3Store::connect(cfg)
+    let storage = moto_storage_url(&bucket);
+    s3_store(&storage)
         .await
-        .unwrap()
         .ensure_bucket()
         .await
         .expect("create bucket in moto");
