@@ -256,7 +256,20 @@ fn systemd_units_parse_and_stop_after_the_drain() {
         }
     }
     assert!(unit("mediafleet-worker@.service")["ExecStart"].contains("--classes %i"));
-    assert_eq!(unit("mediafleet-fleet.service")["KillMode"], "mixed");
+    // Every unit says how it is stopped: SIGTERM to the main process only (it drains and stops its own
+    // children), SIGKILL to the rest at TimeoutStopSec. The default control-group mode would SIGTERM the
+    // media children along with the worker.
+    for file in [
+        "mediafleet-api.service",
+        "mediafleet-worker@.service",
+        "mediafleet-fleet.service",
+    ] {
+        assert_eq!(
+            unit(file).get("KillMode").map(String::as_str),
+            Some("mixed"),
+            "{file}"
+        );
+    }
 }
 
 #[test]

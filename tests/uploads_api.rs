@@ -74,6 +74,17 @@ async fn keys_are_required_off_loopback_and_renditions_can_be_private() {
     let url = format!("{}{path}", f.base);
     assert_eq!(get(&url, None).await.0, 401);
     assert_eq!(get(&url, Some(&key)).await.0, 307);
+    // The redirect carries a presigned URL, a credential of its own: no cache may keep it.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
     let exp = chrono::Utc::now().timestamp() + 300;
     let sig = mediafleet::api::sign_rendition("sign-me", &path, exp);
     assert_eq!(

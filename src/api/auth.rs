@@ -88,6 +88,57 @@ fn signed_query_ok(secret: &str, path: &str, query: Option<&str>) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
+/// An open (keyless, loopback) api answers only requests addressed to it by a loopback name or its public
+/// URL's host, and, when a browser says where a request comes from, only pages of those same hosts. Without
+/// this, any web page could upload to or delete from a developer's local api (cross-site form posts need no
+/// preflight), and a rebound DNS name could read from it.
+fn same_site(req: &Request, public_url: Option<&str>) -> Result<(), ApiError> {
+    let public_host = public_url
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned));
+    let allowed = |host: &str| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        matches!(host, "localhost" | "127.0.0.1" | "::1")
+            || host.ends_with(".localhost")
+            || public_host.as_deref() == Some(host)
+    };
+    let forbidden = |message: String| ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "forbidden",
+        message,
+    };
+    if let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+            _ => host,
+        };
+        if !allowed(name) {
+            return Err(forbidden(format!(
+                "Host {host:?} is not this api's: an api without keys answers loopback names and --public-url only"
+            )));
+        }
+    }
+    if let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|h| h.to_str().ok())
+    {
+        let host = url::Url::parse(origin)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        if !host.as_deref().is_some_and(allowed) {
+            return Err(forbidden(format!(
+                "requests from {origin:?} are refused: an api without keys accepts its own pages only"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The middleware.
 pub async fn guard(
     State(st): State<AppState>,
@@ -111,6 +162,9 @@ pub async fn guard(
         }
         None => Caller::default(),
     };
+    if caller.key_id.is_none() && !st.uploads.require_keys {
+        same_site(&req, st.settings.public_url.as_deref())?;
+    }
     if caller.key_id.is_none() {
         let up = &st.uploads;
         let allowed = if is_rendition(&path) {

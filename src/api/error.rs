@@ -143,7 +143,17 @@ pub struct ApiQuery<T>(pub T);
 
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
-        ApiError::unavailable(e.to_string())
+        if e.is_transient() {
+            tracing::warn!(error = %e, "database unavailable");
+            return ApiError::unavailable("the database is unavailable; try again later");
+        }
+        // A refused statement is our bug: log the database's words, never send them to the client.
+        tracing::error!(error = %e, "database refused a statement");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (see the api log)",
+        )
     }
 }
 

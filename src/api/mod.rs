@@ -48,8 +48,11 @@ pub struct ApiSettings {
     pub limits: Limits,
     /// Known profiles (an upload may name one).
     pub profiles: Profiles,
-    /// Where uploads are spooled before they go to storage.
+    /// Where uploads are spooled before they go to storage (this process's own directory under the spool
+    /// root; see `runtime::scratch`).
     pub scratch_dir: PathBuf,
+    /// Holds the spool directory's lock for the life of the api, so no other process sweeps it.
+    pub spool: Option<Arc<crate::runtime::Scratch>>,
     /// Life of presigned redirect URLs.
     pub presign_ttl: Duration,
 }

@@ -16,9 +16,11 @@ use tower::ServiceExt;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::{RefOr, Schema};
 
+use super::auth::Caller;
 use super::error::{ApiPath, ErrorBody};
 use super::media::parse_id;
 use super::{ApiError, AppState};
+use crate::config::RenditionAccess;
 
 /// Bytes of any type (the schema of file bodies).
 pub struct Binary;
@@ -126,8 +128,15 @@ async fn serve(
         }
     };
     crate::storage::validate_key(&key).map_err(|_| missing())?;
+    let cache_control = cache_control(&st, &req);
     if let Some(url) = st.store.presign_get(&key, st.settings.presign_ttl).await? {
-        return Ok(Redirect::temporary(&url).into_response());
+        let mut res = Redirect::temporary(&url).into_response();
+        if st.uploads.settings.renditions == RenditionAccess::Private {
+            // The presigned URL is a bearer credential: no cache may keep or share the redirect.
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        return Ok(res);
     }
     let path = st.store.local_path(&key).ok_or_else(missing)?;
     if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
@@ -139,7 +148,14 @@ async fn serve(
         .get(header::IF_NONE_MATCH)
         .is_some_and(|v| v.as_bytes() == etag.as_bytes() || v.as_bytes() == b"*");
     if not_modified {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag_value),
+                (header::CACHE_CONTROL, cache_control),
+            ],
+        )
+            .into_response());
     }
     let mut res = tower_http::services::ServeFile::new(&path)
         .oneshot(req)
@@ -157,10 +173,33 @@ async fn serve(
         h.insert(header::CONTENT_TYPE, ct);
     }
     h.insert(header::ETAG, etag_value);
-    // The route is stable but its content changes if the media is reprocessed: cache, then revalidate.
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
+    h.insert(header::CACHE_CONTROL, cache_control);
     Ok(res)
+}
+
+/// How long a browser or a shared cache may keep a rendition (RFC 9111).
+///
+/// Public renditions: any cache, for an hour (the route is stable, but a reprocess changes its content).
+/// Private renditions: never a shared cache (`private`); fetched with an API key, not even the browser
+/// (`no-store`), because the key, not the URL, was the credential; fetched with a signed URL, the browser
+/// may keep it until the signature expires, an hour at most.
+fn cache_control(st: &AppState, req: &Request) -> HeaderValue {
+    const PUBLIC_MAX_AGE: i64 = 3600;
+    if st.uploads.settings.renditions == RenditionAccess::Public {
+        return HeaderValue::from_static("public, max-age=3600");
+    }
+    let keyed = req
+        .extensions()
+        .get::<Caller>()
+        .is_some_and(|c| c.key_id.is_some());
+    if keyed {
+        return HeaderValue::from_static("no-store");
+    }
+    let expires = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "expires")
+        .and_then(|(_, v)| v.parse::<i64>().ok());
+    let left = expires.map_or(0, |e| e - chrono::Utc::now().timestamp());
+    let age = left.clamp(0, PUBLIC_MAX_AGE);
+    HeaderValue::from_str(&format!("private, max-age={age}"))
+        .unwrap_or(HeaderValue::from_static("no-store"))
 }

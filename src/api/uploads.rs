@@ -10,6 +10,8 @@
 //! `media.process` outbox row are written in one transaction; the relay publishes the job.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, FromRequest, Multipart, Request, State};
@@ -31,6 +33,138 @@ use crate::storage::keys;
 
 /// How many leading bytes the sniffer sees.
 const SNIFF_BYTES: usize = 8192;
+
+/// Longest text field (`profile`, `external_id`, `callback_url`). Text fields are read into memory, so they
+/// are capped; only the file part is streamed.
+pub const TEXT_FIELD_MAX: usize = 4096;
+
+/// Most bytes of form (preamble, part headers, text fields) before the file part: bounds what a request can
+/// make the api parse and buffer before any byte of the file arrives.
+pub const PREAMBLE_MAX: u64 = 64 * 1024;
+
+/// What the preamble guard saw.
+#[derive(Default)]
+struct Preamble {
+    /// Set by the handler when the file part begins; from then on bytes are not counted.
+    file_started: AtomicBool,
+    /// Set by the guard when it cut the body.
+    tripped: AtomicBool,
+}
+
+/// Wraps the body so that it fails once [`PREAMBLE_MAX`] bytes have passed before the file part starts.
+/// The multipart parser buffers part headers until it finds their end, so this also bounds a part whose
+/// headers never end.
+fn guard_preamble(req: Request) -> (Request, Arc<Preamble>) {
+    let state = Arc::new(Preamble::default());
+    let guard = state.clone();
+    let mut seen = 0u64;
+    let (parts, body) = req.into_parts();
+    let guarded = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        // The check is on the bytes before this chunk: the chunk that holds the start of the file part must
+        // pass, however large the server's read buffer made it. The overshoot is one chunk at most.
+        if !guard.file_started.load(Ordering::Relaxed) {
+            if seen > PREAMBLE_MAX {
+                guard.tripped.store(true, Ordering::Relaxed);
+                return Err(std::io::Error::other("form preamble too long"));
+            }
+            seen += chunk.len() as u64;
+        }
+        Ok(chunk)
+    });
+    (
+        Request::from_parts(parts, axum::body::Body::from_stream(guarded)),
+        state,
+    )
+}
+
+/// The pace an upload body must keep: no gap longer than the idle timeout, an average rate of at least
+/// `min_rate` once the grace period has passed, and a total deadline. Slow clients would otherwise hold the
+/// capped upload slots (slowloris on the body).
+struct Pace {
+    started: tokio::time::Instant,
+    idle: std::time::Duration,
+    min_rate: u64,
+    grace: std::time::Duration,
+    deadline: std::time::Duration,
+}
+
+impl Pace {
+    fn new(s: &crate::config::UploadSettings) -> Self {
+        Pace {
+            started: tokio::time::Instant::now(),
+            idle: s.body_idle_timeout,
+            min_rate: s.min_rate,
+            grace: s.min_rate_grace,
+            deadline: s.body_deadline,
+        }
+    }
+
+    /// How long to wait for the next chunk: the idle timeout, or less if the deadline is nearer.
+    fn wait(&self) -> std::time::Duration {
+        self.idle
+            .min(self.deadline.saturating_sub(self.started.elapsed()))
+            .max(std::time::Duration::from_millis(1))
+    }
+
+    /// The 408 for a body that stopped, given what had arrived.
+    fn cut(&self, bytes: u64) -> ApiError {
+        if self.started.elapsed() >= self.deadline {
+            return timeout(format!(
+                "the upload body took longer than {:?} ({bytes} bytes arrived)",
+                self.deadline
+            ));
+        }
+        timeout(format!(
+            "the upload body stalled for more than {:?}",
+            self.idle
+        ))
+    }
+
+    /// Checks the average rate and the deadline after a chunk.
+    fn check(&self, bytes: u64) -> Result<(), ApiError> {
+        let elapsed = self.started.elapsed();
+        if elapsed >= self.deadline {
+            return Err(self.cut(bytes));
+        }
+        if elapsed > self.grace && (bytes as f64) < self.min_rate as f64 * elapsed.as_secs_f64() {
+            return Err(timeout(format!(
+                "the upload body arrives slower than {} bytes/s ({bytes} bytes in {:.0?})",
+                self.min_rate, elapsed
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn timeout(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::REQUEST_TIMEOUT,
+        code: "bad_request",
+        message,
+    }
+}
+
+/// Reads a text field, refusing it as soon as it passes [`TEXT_FIELD_MAX`] bytes.
+async fn read_text_field(
+    mut field: axum::extract::multipart::Field<'_>,
+    name: &str,
+) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("field {name}: {e}")))?
+    {
+        if buf.len() + chunk.len() > TEXT_FIELD_MAX {
+            return Err(ApiError::bad_request(format!(
+                "field {name} is longer than {TEXT_FIELD_MAX} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| ApiError::bad_request(format!("field {name} is not UTF-8")))
+}
 
 /// Optional fields of an upload.
 #[derive(Debug, Default)]
@@ -62,7 +196,8 @@ pub struct Accepted {
     status: String,
 }
 
-/// The multipart form of `POST /v1/uploads`. Unknown fields are ignored.
+/// The multipart form of `POST /v1/uploads`. Unknown fields are refused (400); text fields are at most
+/// 4096 bytes, and at most 64 KiB of form may come before the file part.
 #[derive(ToSchema)]
 #[allow(dead_code)] // a schema only: the handler streams the fields
 pub struct UploadForm {
@@ -143,17 +278,27 @@ pub async fn create(
         filename: query.get("filename").cloned(),
     };
     let spooled = if is_multipart {
+        let (req, preamble) = guard_preamble(req);
         let mut mp = Multipart::from_request(req, &st)
             .await
             .map_err(|e| ApiError::bad_request(e.body_text()))?;
         let mut spooled = None;
-        while let Some(field) = mp
-            .next_field()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("malformed multipart body: {e}")))?
-        {
+        loop {
+            let next = mp.next_field().await.map_err(|e| {
+                if preamble.tripped.load(Ordering::Relaxed) {
+                    ApiError::bad_request(format!(
+                        "more than {PREAMBLE_MAX} bytes of form before the `file` part"
+                    ))
+                } else {
+                    ApiError::bad_request(format!("malformed multipart body: {e}"))
+                }
+            })?;
+            let Some(field) = next else {
+                break;
+            };
             match field.name().unwrap_or_default() {
                 "file" if spooled.is_none() => {
+                    preamble.file_started.store(true, Ordering::Relaxed);
                     fields.filename = fields.filename.or(field.file_name().map(str::to_owned));
                     let stream = field.map(|c| c.map_err(|e| e.to_string()));
                     spooled = Some(spool(&st, stream).await?);
@@ -161,17 +306,21 @@ pub async fn create(
                 "file" => return Err(ApiError::bad_request("only one `file` field per upload")),
                 name @ ("profile" | "external_id" | "callback_url") => {
                     let name = name.to_owned();
-                    let text = field
-                        .text()
-                        .await
-                        .map_err(|e| ApiError::bad_request(format!("field {name}: {e}")))?;
+                    let text = read_text_field(field, &name).await?;
                     match name.as_str() {
                         "profile" => fields.profile = Some(text),
                         "external_id" => fields.external_id = Some(text),
                         _ => fields.callback_url = Some(text),
                     }
                 }
-                _ => {} // unknown fields are ignored, like most form handlers do
+                other => {
+                    // Refused before its bytes are read: an unknown field is a client bug, and skipping it
+                    // would still mean reading (and waiting for) all of it.
+                    return Err(ApiError::bad_request(format!(
+                        "unknown form field {:?}: the fields are file, profile, external_id and callback_url",
+                        other.chars().take(64).collect::<String>()
+                    )));
+                }
             }
         }
         spooled.ok_or_else(|| ApiError::bad_request("multipart upload has no `file` field"))?
@@ -208,18 +357,15 @@ where
     let mut bytes = 0u64;
     let mut limit = limits.image_bytes.max(limits.video_bytes);
     let mut kind: Option<(MediaKind, String)> = None;
-    let idle = st.uploads.settings.body_idle_timeout;
+    let pace = Pace::new(&st.uploads.settings);
     loop {
-        let next = tokio::time::timeout(idle, stream.next())
+        let next = tokio::time::timeout(pace.wait(), stream.next())
             .await
-            .map_err(|_| ApiError {
-                status: StatusCode::REQUEST_TIMEOUT,
-                code: "bad_request",
-                message: format!("the upload body stalled for more than {idle:?}"),
-            })?;
+            .map_err(|_| pace.cut(bytes))?;
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
         bytes += chunk.len() as u64;
+        pace.check(bytes)?;
         if head.len() < SNIFF_BYTES {
             let take = (SNIFF_BYTES - head.len()).min(chunk.len());
             head.extend_from_slice(&chunk[..take]);

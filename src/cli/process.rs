@@ -12,6 +12,7 @@ use mediafleet_proto::Profile;
 use mediafleet_workers::{Control, Limits, Report};
 
 use crate::config::{CommonArgs, FileConfig};
+use crate::sandbox::confine::{confine, ChildLimits, LAYERS_PREFIX};
 
 /// The media work a child binary runs: `mediafleet_workers::process_with` (everything) or
 /// `process_still_image` (no FFmpeg).
@@ -37,7 +38,7 @@ pub struct ProcessArgs {
     /// Limits as JSON (used by the worker's sandbox).
     #[arg(long, hide = true)]
     limits_json: Option<String>,
-    /// Apply rlimits to this process before touching the file.
+    /// Confine this process (rlimits, network, seccomp, landlock) before touching the file.
     #[arg(long, hide = true)]
     sandboxed: bool,
     /// Address-space cap in bytes (with --sandboxed).
@@ -49,6 +50,10 @@ pub struct ProcessArgs {
     /// Report progress on stderr as `mediafleet-progress 0.420` lines (read by the worker's sandbox).
     #[arg(long, hide = true)]
     progress: bool,
+    /// With --sandboxed: instead of processing, try what the sandbox must deny (a socket, a file outside
+    /// the input and output, running a program) and print what happened as JSON.
+    #[arg(long, hide = true)]
+    self_check: bool,
 }
 
 /// Runs `process`.
@@ -72,12 +77,26 @@ pub fn run_child(config: Option<&Path>, args: &ProcessArgs, work: Work) -> ExitC
 }
 
 fn run_inner(config: Option<&Path>, args: &ProcessArgs, work: Work) -> anyhow::Result<bool> {
-    if args.sandboxed {
-        apply_rlimits(args.max_memory, args.max_cpu_seconds)?;
-    }
     let (profile, limits) = resolve(config, args)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("--out {}: {e}", args.out.display()))?;
+    if args.sandboxed {
+        // Still single-threaded here: every layer covers every thread the decoders start later.
+        let child = ChildLimits {
+            memory: args.max_memory,
+            cpu_seconds: args.max_cpu_seconds,
+            ..ChildLimits::default()
+        };
+        let layers = confine(&args.input, &args.out, &child, false)?;
+        eprintln!("{LAYERS_PREFIX}{layers}");
+        if args.self_check {
+            println!(
+                "{}",
+                crate::sandbox::confine::self_check(&args.input, &args.out, layers)
+            );
+            return Ok(true);
+        }
+    }
     let control = if args.progress {
         progress_on_stderr()
     } else {
@@ -123,18 +142,4 @@ fn resolve(config: Option<&Path>, args: &ProcessArgs) -> anyhow::Result<(Profile
         None => file.limits,
     };
     Ok((profile.only(&args.only), limits))
-}
-
-/// Caps this process: address space, CPU time, no core dumps. A decoder that runs away is killed by the
-/// kernel, and the parent reports `media_crashed`.
-fn apply_rlimits(memory: Option<u64>, cpu: Option<u64>) -> anyhow::Result<()> {
-    use rlimit::Resource;
-    if let Some(bytes) = memory {
-        Resource::AS.set(bytes, bytes)?;
-    }
-    if let Some(secs) = cpu {
-        Resource::CPU.set(secs, secs + 1)?;
-    }
-    Resource::CORE.set(0, 0)?;
-    Ok(())
 }

@@ -71,6 +71,15 @@ fn api_state(
 ) -> anyhow::Result<AppState> {
     let reader =
         crate::media_object::MediaReader::new(records.clone(), cache(s)?, s.public_url.clone());
+    let (spool, swept) = crate::runtime::Scratch::claim(&s.spool_dir())
+        .with_context(|| format!("spool dir {}", s.spool_dir().display()))?;
+    if swept.dirs > 0 {
+        info!(
+            dirs = swept.dirs,
+            bytes = swept.bytes,
+            "swept upload spool left by dead processes"
+        );
+    }
     Ok(AppState {
         reader,
         records,
@@ -81,7 +90,8 @@ fn api_state(
             public_url: s.public_url.clone(),
             limits: s.limits,
             profiles: s.profiles.clone(),
-            scratch_dir: s.scratch_dir(),
+            scratch_dir: spool.path().to_path_buf(),
+            spool: Some(Arc::new(spool)),
             presign_ttl: s.presign_ttl,
         }),
         uploads: Arc::new(crate::api::UploadState::new(s.uploads.clone(), &s.listen)),

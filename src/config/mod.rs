@@ -231,9 +231,14 @@ impl Settings {
         })
     }
 
-    /// Scratch space for jobs and uploads in flight.
+    /// Scratch space for jobs in flight (one directory per worker process beneath it).
     pub fn scratch_dir(&self) -> PathBuf {
         self.data_dir.join("scratch")
+    }
+
+    /// Spool for uploads in flight (one directory per api process beneath it), apart from job scratch.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
     }
 }
 

@@ -22,6 +22,15 @@ pub struct UploadsFile {
     /// Longest gap between two chunks of an upload body before it is cut off (default 30s).
     #[serde(default, with = "humantime_serde")]
     pub body_idle_timeout: Option<Duration>,
+    /// Slowest average rate of an upload body, in bytes per second, once `min_rate_grace` has passed
+    /// (default 8192). A client trickling bytes just fast enough to beat the idle timeout holds a slot.
+    pub min_rate: Option<u64>,
+    /// Time an upload gets before its average rate is checked (default 10s).
+    #[serde(default, with = "humantime_serde")]
+    pub min_rate_grace: Option<Duration>,
+    /// Longest one upload body may take in all (default 1h).
+    #[serde(default, with = "humantime_serde")]
+    pub body_deadline: Option<Duration>,
     /// Longest a client may take to send its request headers (default 10s).
     #[serde(default, with = "humantime_serde")]
     pub header_timeout: Option<Duration>,
@@ -84,6 +93,12 @@ pub struct UploadSettings {
     pub max_concurrent: usize,
     /// See [`UploadsFile::body_idle_timeout`].
     pub body_idle_timeout: Duration,
+    /// See [`UploadsFile::min_rate`].
+    pub min_rate: u64,
+    /// See [`UploadsFile::min_rate_grace`].
+    pub min_rate_grace: Duration,
+    /// See [`UploadsFile::body_deadline`].
+    pub body_deadline: Duration,
     /// See [`UploadsFile::header_timeout`].
     pub header_timeout: Duration,
     /// See [`UploadsFile::relay_interval`].
@@ -146,6 +161,9 @@ impl UploadSettings {
             expire_after: u.expire_after.unwrap_or(Duration::from_secs(24 * 3600)),
             max_concurrent: u.max_concurrent.unwrap_or(64).max(1),
             body_idle_timeout: u.body_idle_timeout.unwrap_or(Duration::from_secs(30)),
+            min_rate: u.min_rate.unwrap_or(8 * 1024),
+            min_rate_grace: u.min_rate_grace.unwrap_or(Duration::from_secs(10)),
+            body_deadline: u.body_deadline.unwrap_or(Duration::from_secs(3600)),
             header_timeout: u.header_timeout.unwrap_or(Duration::from_secs(10)),
             relay_interval: u.relay_interval.unwrap_or(Duration::from_secs(1)),
             require_keys: a.require_keys.unwrap_or(false),

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{now_ms, DbError, Records};
+use super::{bind, now_ms, DbError, Records};
 
 /// A media row.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -212,24 +212,7 @@ impl Records {
             .execute(&mut *tx)
             .await?;
         for r in renditions {
-            sqlx::query(
-                "INSERT INTO renditions (media_id, name, key, content_type, width, height, bytes, \
-                 duration_seconds, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (media_id, name) DO UPDATE SET key = excluded.key, \
-                 content_type = excluded.content_type, width = excluded.width, height = excluded.height, \
-                 bytes = excluded.bytes, duration_seconds = excluded.duration_seconds, sha256 = excluded.sha256",
-            )
-            .bind(id)
-            .bind(&r.name)
-            .bind(&r.key)
-            .bind(&r.content_type)
-            .bind(r.width)
-            .bind(r.height)
-            .bind(r.bytes)
-            .bind(r.duration_seconds)
-            .bind(&r.sha256)
-            .execute(&mut *tx)
-            .await?;
+            upsert_rendition(&mut tx, id, r).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -289,24 +272,7 @@ impl Records {
             return Ok(false);
         }
         for r in renditions {
-            sqlx::query(
-                "INSERT INTO renditions (media_id, name, key, content_type, width, height, bytes, \
-                 duration_seconds, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (media_id, name) DO UPDATE SET key = excluded.key, \
-                 content_type = excluded.content_type, width = excluded.width, height = excluded.height, \
-                 bytes = excluded.bytes, duration_seconds = excluded.duration_seconds, sha256 = excluded.sha256",
-            )
-            .bind(id)
-            .bind(&r.name)
-            .bind(&r.key)
-            .bind(&r.content_type)
-            .bind(r.width)
-            .bind(r.height)
-            .bind(r.bytes)
-            .bind(r.duration_seconds)
-            .bind(&r.sha256)
-            .execute(&mut *tx)
-            .await?;
+            upsert_rendition(&mut tx, id, r).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -354,4 +320,32 @@ impl Records {
             .map(|r| r.try_get::<String, _>("id").map_err(DbError::from))
             .collect()
     }
+}
+
+/// Writes one rendition row (insert or replace) inside the caller's transaction.
+async fn upsert_rendition(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    media_id: &str,
+    r: &RenditionRow,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO renditions (media_id, name, key, content_type, width, height, bytes, \
+         duration_seconds, sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CAST($8 AS DOUBLE PRECISION), $9) \
+         ON CONFLICT (media_id, name) DO UPDATE SET key = excluded.key, \
+         content_type = excluded.content_type, width = excluded.width, height = excluded.height, \
+         bytes = excluded.bytes, duration_seconds = excluded.duration_seconds, sha256 = excluded.sha256",
+    )
+    .bind(media_id)
+    .bind(&r.name)
+    .bind(&r.key)
+    .bind(&r.content_type)
+    .bind(r.width)
+    .bind(r.height)
+    .bind(r.bytes)
+    .bind(bind::nullable_double(r.duration_seconds))
+    .bind(&r.sha256)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! update (status may only move forward; `version` grows with every change).
 
 mod attempts;
+mod bind;
 mod keys;
 mod media;
 mod objects;
@@ -29,9 +30,13 @@ use crate::config::DbUrl;
 /// Database errors.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// Connection lost, pool timed out, or the server is down: retry later.
+    /// Connection lost, pool timed out, the server is down or shedding load: retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database refused the statement itself (bad SQL, a type or binary-format mismatch, a constraint):
+    /// repeating it would fail the same way, so it is a bug to surface, never an outage to wait out.
+    #[error("database rejected the statement: {0}")]
+    Rejected(String),
     /// Migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(String),
@@ -40,15 +45,51 @@ pub enum DbError {
     Invalid(String),
 }
 
+impl DbError {
+    /// True when waiting and repeating the call may succeed (the database, not the statement, failed).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DbError::Unavailable(_))
+    }
+}
+
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
+        match &e {
+            sqlx::Error::Database(db) if !server_side_transient(db.as_ref()) => {
+                crate::scale::metrics::METRICS.db_rejected.inc();
+                DbError::Rejected(e.to_string())
+            }
             sqlx::Error::ColumnDecode { .. }
             | sqlx::Error::Decode(_)
-            | sqlx::Error::ColumnNotFound(_) => DbError::Invalid(e.to_string()),
+            | sqlx::Error::Encode(_)
+            | sqlx::Error::TypeNotFound { .. }
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::ColumnNotFound(_) => {
+                crate::scale::metrics::METRICS.db_rejected.inc();
+                DbError::Invalid(e.to_string())
+            }
             _ => DbError::Unavailable(e.to_string()),
         }
     }
+}
+
+/// Whether an error the server sent is about its state (retry later) rather than the statement.
+///
+/// Postgres: SQLSTATE classes 08 (connection), 40 (serialization failure, deadlock), 53 (insufficient
+/// resources), 57 (operator intervention: shutdown, cancel), 58 (system error), plus `55P03` (lock not
+/// available) and `25006` (read-only transaction, as on a replica promoted away mid-failover). SQLite: the
+/// primary result codes BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN and PROTOCOL.
+fn server_side_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if let Ok(n) = code.parse::<i64>() {
+        // SQLite reports its (extended) result code as a number; the low byte is the primary code.
+        return matches!(n & 0xff, 5 | 6 | 7 | 10 | 13 | 14 | 15);
+    }
+    matches!(&code[..code.len().min(2)], "08" | "40" | "53" | "57" | "58")
+        || code == "55P03"
+        || code == "25006"
 }
 
 /// Milliseconds since the Unix epoch.

@@ -55,7 +55,16 @@ impl JobError {
 
 impl From<DbError> for JobError {
     fn from(e: DbError) -> Self {
-        JobError::transient(ErrorCode::Internal, e)
+        if e.is_transient() {
+            return JobError::transient(ErrorCode::Internal, e);
+        }
+        // The statement, not the server, is at fault: repeating it fails the same way, so the media fails now
+        // with `internal` (and the error is logged loudly and counted) instead of waiting out retries.
+        tracing::error!(error = %e, "database refused a statement; failing the job as internal");
+        JobError::Permanent(MediaError::new(
+            ErrorCode::Internal,
+            "internal error while recording the result (see worker log)",
+        ))
     }
 }
 

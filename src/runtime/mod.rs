@@ -7,6 +7,7 @@
 
 mod handle;
 mod reaper;
+mod scratch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use reaper::run_reaper;
+pub use scratch::{Scratch, Swept};
 
 use crate::jobs::JobContext;
 use crate::queue::JobClass;
@@ -61,10 +63,27 @@ impl Runtime {
     }
 
     /// Runs until `shutdown` is cancelled, then drains. Returns once every job has ended or been handed back.
-    pub async fn run(self, shutdown: CancellationToken) {
-        if let Err(e) = std::fs::create_dir_all(&self.opts.scratch_dir) {
-            warn!(error = %e, dir = %self.opts.scratch_dir.display(), "cannot create scratch dir");
-        }
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        // Our own directory under the scratch root, after sweeping what dead workers left there.
+        let _scratch = match Scratch::claim(&self.opts.scratch_dir) {
+            Ok((scratch, swept)) => {
+                if swept.dirs > 0 {
+                    info!(
+                        dirs = swept.dirs,
+                        bytes = swept.bytes,
+                        "swept scratch left by dead workers"
+                    );
+                }
+                let mut opts = (*self.opts).clone();
+                opts.scratch_dir = scratch.path().to_path_buf();
+                self.opts = Arc::new(opts);
+                Some(scratch)
+            }
+            Err(e) => {
+                warn!(error = %e, dir = %self.opts.scratch_dir.display(), "cannot claim a scratch dir");
+                None
+            }
+        };
         let jobs = TaskTracker::new();
         // Cancelled when the drain deadline passes: in-flight jobs stop and hand their messages back.
         let abort = CancellationToken::new();

@@ -38,6 +38,8 @@ pub const CURRENT_WORKERS: &str = "mediafleet_current_workers";
 pub const JOBS_TOTAL: &str = "mediafleet_jobs_total";
 /// Wall-clock seconds of one job, by class.
 pub const JOB_DURATION: &str = "mediafleet_job_duration_seconds";
+/// Statements the database refused (a bug to fix, not an outage to wait out).
+pub const DB_REJECTED: &str = "mediafleet_db_rejected_statements_total";
 
 /// Every per-class gauge the scaler publishes, in `scaler --once --json` field order.
 pub const GAUGES: [&str; 8] = [
@@ -61,6 +63,8 @@ pub struct Metrics {
     pub jobs: CounterVec,
     /// [`JOB_DURATION`].
     pub duration: HistogramVec,
+    /// [`DB_REJECTED`].
+    pub db_rejected: prometheus::Counter,
 }
 
 fn help(name: &str) -> &'static str {
@@ -108,11 +112,20 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry
         .register(Box::new(duration.clone()))
         .expect("registered once");
+    let db_rejected = prometheus::Counter::new(
+        DB_REJECTED,
+        "Statements the database refused (bad SQL, type mismatch, constraint)",
+    )
+    .expect("valid counter definition");
+    registry
+        .register(Box::new(db_rejected.clone()))
+        .expect("registered once");
     Metrics {
         registry,
         gauges,
         jobs,
         duration,
+        db_rejected,
     }
 });
 

@@ -61,7 +61,7 @@ pub fn run_probed(
     if spec.audio.is_none() && spec.peaks.is_none() {
         return Ok(report);
     }
-    let mut ictx = ffmpeg::format::input(input).map_err(corrupt("the file does not open"))?;
+    let mut ictx = crate::av::open_input(input).map_err(corrupt("the file does not open"))?;
     let stream = ictx
         .stream(a.index)
         .ok_or_else(|| crate::av::internal("the audio stream vanished"))?;

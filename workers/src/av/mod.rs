@@ -32,6 +32,20 @@ pub fn init() -> Result<(), MediaError> {
     .map_err(|e| internal(format!("FFmpeg did not initialise: {e}")))
 }
 
+/// The demuxers a media input may be opened with. Formats that name other files or URLs (HLS and DASH
+/// playlists, concat lists, image sequences, `tee`, SDP/RTSP, `data:`) are left out, so a playlist uploaded
+/// as a video cannot make libavformat open anything but the file it was given.
+pub const DEMUXERS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,mpegvideo,flv,asf,mxf,ogg,\
+    mp3,flac,wav,aac,aiff,caf,w64,wv,ape,amr,ac3,eac3,dts,truehd,mlp,tta,h264,hevc,ivf,m4v,obu,avif";
+
+/// Opens a media file for demuxing with only the `file` protocol and the demuxers in [`DEMUXERS`].
+pub fn open_input(path: &std::path::Path) -> Result<ffmpeg::format::context::Input, ffmpeg::Error> {
+    let mut opts = ffmpeg::Dictionary::new();
+    opts.set("protocol_whitelist", "file");
+    opts.set("format_whitelist", DEMUXERS);
+    ffmpeg::format::input_with_dictionary(&path, opts)
+}
+
 /// A `corrupt_media` error that says what was being done.
 pub fn corrupt(what: &'static str) -> impl Fn(ffmpeg::Error) -> MediaError {
     move |e| MediaError::new(ErrorCode::CorruptMedia, format!("{what}: {e}"))

@@ -140,7 +140,7 @@ pub struct Probe {
 /// Opens `path` and reads its headers.
 pub fn open(path: &Path) -> Result<(ffmpeg::format::context::Input, Probe), MediaError> {
     super::init()?;
-    let input = ffmpeg::format::input(path).map_err(corrupt("the file does not open as media"))?;
+    let input = super::open_input(path).map_err(corrupt("the file does not open as media"))?;
     let duration = if input.duration() > 0 {
         input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE)
     } else {

@@ -24,7 +24,7 @@ pub fn decode(
 ) -> Result<DynamicImage, MediaError> {
     ffmpeg::init().map_err(|e| internal(format!("FFmpeg did not initialise: {e}")))?;
     ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Fatal);
-    let mut input = ffmpeg::format::input(path).map_err(corrupt)?;
+    let mut input = crate::av::open_input(path).map_err(corrupt)?;
     let stream = input
         .streams()
         .best(Type::Video)

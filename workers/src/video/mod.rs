@@ -255,7 +255,7 @@ fn encodes(
 
 /// The playing time of a written output, read back from its header.
 pub fn output_duration(path: &Path) -> Option<f64> {
-    let ctx = ffmpeg_next::format::input(path).ok()?;
+    let ctx = crate::av::open_input(path).ok()?;
     (ctx.duration() > 0).then(|| {
         let s = ctx.duration() as f64 / f64::from(ffmpeg_next::ffi::AV_TIME_BASE);
         (s * 1000.0).round() / 1000.0

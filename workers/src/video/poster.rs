@@ -22,7 +22,7 @@ pub fn grab(
     spec: &PosterSpec,
     control: &Control,
 ) -> Result<RgbImage, MediaError> {
-    let mut ictx = ffmpeg::format::input(input).map_err(corrupt("the file does not open"))?;
+    let mut ictx = crate::av::open_input(input).map_err(corrupt("the file does not open"))?;
     let target = probe.start + probe.duration.max(0.0) * spec.at.clamp(0.0, 1.0);
     let ist = ictx
         .stream(v.index)

@@ -39,7 +39,7 @@ pub fn run(
     out: &Path,
     control: &Control,
 ) -> Result<(), MediaError> {
-    let mut ictx = ffmpeg::format::input(input).map_err(corrupt("the file does not open"))?;
+    let mut ictx = crate::av::open_input(input).map_err(corrupt("the file does not open"))?;
     let audio = probe.audio.as_ref().map(|a| a.index);
     let mut mux = Muxer::create(out, Kind::Mp4)?;
     let mut bases = vec![ffmpeg::Rational(1, 1); ictx.nb_streams() as usize];

@@ -110,7 +110,7 @@ pub fn run(
     plan: &Plan,
     control: &Control,
 ) -> Result<Done, MediaError> {
-    let mut ictx = ffmpeg::format::input(input).map_err(corrupt("the file does not open"))?;
+    let mut ictx = crate::av::open_input(input).map_err(corrupt("the file does not open"))?;
     let (mut vdec, tb_in) = {
         let ist = ictx
             .stream(v.index)

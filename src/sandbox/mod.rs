@@ -13,14 +13,26 @@
 //! Time: the child is killed at the deadline (and when the job's future is dropped on shutdown) and reaped
 //! before `run` returns, so no encoder outlives its job. Its CPU-time rlimit is the deadline times the number
 //! of cores, because x264 and the frame-threaded decoders use every core.
+//!
+//! Containment (see [`contain`]): only the worker decides when its child stops.
+//! - The child runs in its own process group, so a signal to the worker's group (Ctrl-C, `kill -TERM -PGID`)
+//!   reaches the worker alone, which drains; the stop signals (SIGTERM, SIGINT, SIGHUP) are ignored in the
+//!   child too, for managers that signal every process of a cgroup (systemd's `KillMode=control-group`).
+//! - `PR_SET_PDEATHSIG` kills the child when the worker dies, however it dies (SIGKILL, OOM kill).
+//! - The environment is cleared to [`ENV_ALLOW`]: a decoder exploited by a hostile file finds no AWS keys,
+//!   database URLs or webhook secrets there.
+//! - A child that still dies by a stop signal was stopped from outside, not by its media: that is a
+//!   transient error (the job is retried), never `media_crashed`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+pub mod confine;
+
 use mediafleet_proto::{ErrorCode, Profile};
 use mediafleet_workers::{Limits, MediaError, Report};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::io::AsyncReadExt;
 
 /// Why the sandbox could not produce a report. Both variants are transient.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +48,54 @@ pub enum SandboxError {
     /// The child failed for a reason that is not the media's (exit 1: disk full, bad arguments, …).
     #[error("media child failed: {0}")]
     Internal(String),
+    /// The child was stopped from outside (a stop signal sent to it by a service manager), not by its media.
+    #[error("media child was stopped by signal {0} before it finished")]
+    Stopped(i32),
+}
+
+/// Environment variables the media child keeps; everything else is removed before it starts. Codecs need
+/// the locale and the search path at most; `MALLOC_ARENA_MAX` is set by the sandbox itself.
+pub const ENV_ALLOW: [&str; 9] = [
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_NUMERIC",
+    "TZ",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "MEDIAFLEET_LOG_FORMAT",
+];
+
+/// Puts the child in its own process group, clears its environment to [`ENV_ALLOW`], ignores stop signals
+/// in it and asks the kernel to SIGKILL it when the worker dies.
+#[allow(unsafe_code)]
+pub fn contain(cmd: &mut tokio::process::Command) {
+    cmd.env_clear();
+    for key in ENV_ALLOW {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    cmd.process_group(0);
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec. It calls only prctl(2), sigaction(2) and
+    // getppid(2), which are async-signal-safe, and allocates nothing (errors are raw OS errors).
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+            let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+            for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+                sigaction(sig, &ignore).map_err(std::io::Error::from)?;
+            }
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The worker may have died between fork and prctl: then nothing would ever kill this child.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from(nix::errno::Errno::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The lean still-image child, looked for next to the `mediafleet` executable.
@@ -133,8 +193,8 @@ impl Sandbox {
         };
         let exe = self.child_for(input, exe).await;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-        let mut child = tokio::process::Command::new(exe)
-            .arg("process")
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("process")
             .arg(input)
             .arg("--out")
             .arg(out_dir)
@@ -149,19 +209,18 @@ impl Sandbox {
             // The wall-clock deadline must fire first: CPU time can reach cores × wall, plus rounding slack.
             .arg(((timeout.as_secs() + 2) * cores).to_string())
             .arg("--progress")
-            .env_remove("MEDIAFLEET_CONFIG")
-            // glibc reserves 64 MiB of address space per thread arena; encoders run many threads, and the
-            // address-space rlimit counts reservations, not use.
-            .env("MALLOC_ARENA_MAX", "4")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| SandboxError::Spawn {
-                exe: exe.clone(),
-                source,
-            })?;
+            .kill_on_drop(true);
+        contain(&mut cmd);
+        // glibc reserves 64 MiB of address space per thread arena; encoders run many threads, and the
+        // address-space rlimit counts reservations, not use.
+        cmd.env("MALLOC_ARENA_MAX", "4");
+        let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
+            exe: exe.clone(),
+            source,
+        })?;
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let relay = tokio::spawn(relay_stderr(stderr, progress));
@@ -198,11 +257,16 @@ impl Sandbox {
 fn interpret(status: std::process::ExitStatus, out: &[u8]) -> Result<Report, SandboxError> {
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {
+        // SIGTERM, SIGINT, SIGHUP: someone asked it to stop. The media did nothing wrong; run it again.
+        if matches!(sig, 1 | 2 | 15) {
+            return Err(SandboxError::Stopped(sig));
+        }
         let hint = match sig {
             9 => " (killed: memory or CPU limit)",
             6 => " (aborted)",
             11 => " (segmentation fault)",
             24 => " (CPU time limit)",
+            25 => " (output file size limit)",
             _ => "",
         };
         return Ok(Report::failed(
@@ -231,21 +295,78 @@ fn interpret(status: std::process::ExitStatus, out: &[u8]) -> Result<Report, San
 /// The prefix of a progress line on the child's stderr.
 pub const PROGRESS_PREFIX: &str = "mediafleet-progress ";
 
-/// Reads the child's stderr: progress lines go to `progress`, everything else to our stderr.
+/// Longest stderr line of a child that is relayed whole; longer lines are cut.
+pub const STDERR_LINE_MAX: usize = 2048;
+/// Most stderr lines relayed per child (progress lines aside); the rest are counted and dropped.
+pub const STDERR_LINES_MAX: usize = 200;
+
+/// Reads the child's stderr: progress lines go to `progress`, everything else to our stderr, each line cut at
+/// [`STDERR_LINE_MAX`] bytes and at most [`STDERR_LINES_MAX`] lines, so a child cannot flood the worker's
+/// memory or its log.
 async fn relay_stderr(
     stderr: tokio::process::ChildStderr,
     progress: impl Fn(f64) + Send + Sync + 'static,
 ) {
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        match line
+    use futures::StreamExt;
+    use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+    let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(STDERR_LINE_MAX));
+    let (mut relayed, mut dropped) = (0usize, 0usize);
+    while let Some(item) = lines.next().await {
+        let line = match item {
+            Ok(line) => line,
+            // The codec skips the rest of an over-long line by itself; note that it was there.
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                "[line longer than the cap cut]".to_owned()
+            }
+            Err(LinesCodecError::Io(_)) => break,
+        };
+        if let Some(p) = line
             .strip_prefix(PROGRESS_PREFIX)
             .and_then(|x| x.trim().parse::<f64>().ok())
         {
-            Some(p) => progress(p),
-            None => eprintln!("{line}"),
+            progress(p);
+            continue;
+        }
+        if let Some(layers) = line.strip_prefix(confine::LAYERS_PREFIX) {
+            note_layers(layers);
+            continue;
+        }
+        if relayed < STDERR_LINES_MAX {
+            relayed += 1;
+            eprintln!("{line}");
+        } else {
+            dropped += 1;
         }
     }
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "media child wrote more stderr lines than are relayed"
+        );
+    }
+}
+
+/// The sandbox layers the last media child reported (`rlimits=on netns=on …`), for logs and readiness.
+static LAST_LAYERS: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn note_layers(layers: &str) {
+    let mut last = LAST_LAYERS.lock().unwrap_or_else(|e| e.into_inner());
+    if last.as_deref() != Some(layers) {
+        if layers.contains("=off") {
+            tracing::warn!(layers, "media sandbox runs with a layer off");
+        } else {
+            tracing::info!(layers, "media sandbox layers");
+        }
+        *last = Some(layers.to_owned());
+    }
+}
+
+/// The layers the last media child reported, if any child has run.
+pub fn last_layers() -> Option<String> {
+    LAST_LAYERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
 
 /// Cancels the in-process work when dropped (the job's future was dropped on shutdown), so the blocking
@@ -324,6 +445,13 @@ mod tests {
         let panicked = interpret(ExitStatus::from_raw(101 << 8), b"").unwrap();
         assert_eq!(panicked.error.unwrap().code, ErrorCode::MediaCrashed);
         assert!(interpret(ExitStatus::from_raw(1 << 8), b"").is_err());
+        // Stopped from outside: retried, never the media's fault.
+        for sig in [1, 2, 15] {
+            assert!(matches!(
+                interpret(ExitStatus::from_raw(sig), b""),
+                Err(SandboxError::Stopped(_))
+            ));
+        }
         assert!(interpret(ExitStatus::from_raw(0), b"garbage").is_err());
     }
 
