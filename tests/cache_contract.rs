@@ -156,7 +156,7 @@ async fn batched_writes_are_guarded_too(b: Backend) {
     let fresh: Vec<String> = (0..300).map(|_| new_id()).collect();
     let jsons: Vec<String> = fresh.iter().map(|id| obj(id, 1)).collect();
     let (a3, c9, a5) = (obj(&a, 3), obj(&c, 9), obj(&a, 5));
-    let mut items: Vec<(&str, &str, i64, bool)> = vec![(&a, &a3, 3, true), (&c, &c9, 9, true)];
+    let mut items: Vec<(&str, &str, i64, bool)> = vec![(a.as_str(), a3.as_str(), 3, true), (c.as_str(), c9.as_str(), 9, true)];
     items.extend(fresh.iter().zip(&jsons).map(|(id, j)| (id.as_str(), j.as_str(), 1, true)));
     let puts = cache.put_many(&items).await.unwrap();
     assert_eq!(puts[0], Put::KeptNewer, "{b:?}");

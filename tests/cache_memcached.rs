@@ -127,7 +127,7 @@ async fn php_finds_every_object_ops_warm_wrote_to_a_three_server_pool() {
     )
     .unwrap();
     let mut probe: Vec<String> = holders.keys().cloned().collect();
-    probe.extend((0..5000).map(|i| format!("{prefix}:media:{}", uuid::Uuid::new_v4())));
+    probe.extend((0..5000).map(|_| format!("{prefix}:media:{}", uuid::Uuid::new_v4())));
     probe.extend((0..200).map(|i| format!("k{i}")));
     let list = dir.path().join("keys.txt");
     std::fs::write(&list, probe.join("\n")).unwrap();
