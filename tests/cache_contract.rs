@@ -44,9 +44,16 @@ async fn objects_live_under_the_documented_key(b: Backend) {
     let key = format!("{prefix}:media:{id}");
     assert_eq!(cache.key(&id), key);
     assert_eq!(cache.get(&id).await.unwrap(), None);
-    assert_eq!(cache.put(&id, &obj(&id, 1), 1, true).await.unwrap(), Put::Written);
+    assert_eq!(
+        cache.put(&id, &obj(&id, 1), 1, true).await.unwrap(),
+        Put::Written
+    );
     assert_eq!(cache.get(&id).await.unwrap(), Some(obj(&id, 1)));
-    assert_eq!(raw_get(b, &key).await, Some(obj(&id, 1)), "{b:?}: raw read of {key}");
+    assert_eq!(
+        raw_get(b, &key).await,
+        Some(obj(&id, 1)),
+        "{b:?}: raw read of {key}"
+    );
     cache.delete(&id).await.unwrap();
     assert_eq!(cache.get(&id).await.unwrap(), None);
     assert_eq!(raw_get(b, &key).await, None);
@@ -59,19 +66,34 @@ async fn an_older_version_never_overwrites_a_newer_one(b: Backend) {
     let prefix = unique("v");
     let cache = cache_on(&cache_url(b), &prefix, settings());
     let id = new_id();
-    assert_eq!(cache.put(&id, &obj(&id, 5), 5, true).await.unwrap(), Put::Written);
-    assert_eq!(cache.put(&id, &obj(&id, 4), 4, true).await.unwrap(), Put::KeptNewer);
+    assert_eq!(
+        cache.put(&id, &obj(&id, 5), 5, true).await.unwrap(),
+        Put::Written
+    );
+    assert_eq!(
+        cache.put(&id, &obj(&id, 4), 4, true).await.unwrap(),
+        Put::KeptNewer
+    );
     assert_eq!(cache.get(&id).await.unwrap(), Some(obj(&id, 5)));
     // Same version: rewritten (a TTL refresh), never "kept newer".
     let same = format!(r#"{{"id":"{id}","status":"ready","version":5,"x":1}}"#);
     assert_eq!(cache.put(&id, &same, 5, true).await.unwrap(), Put::Written);
     assert_eq!(cache.get(&id).await.unwrap(), Some(same));
-    assert_eq!(cache.put(&id, &obj(&id, 6), 6, true).await.unwrap(), Put::Written);
+    assert_eq!(
+        cache.put(&id, &obj(&id, 6), 6, true).await.unwrap(),
+        Put::Written
+    );
     assert_eq!(cache.get(&id).await.unwrap(), Some(obj(&id, 6)));
     // Something that is not a media object is replaced.
     let other = new_id();
-    assert_eq!(cache.put(&other, "garbage", 1, true).await.unwrap(), Put::Written);
-    assert_eq!(cache.put(&other, &obj(&other, 1), 1, true).await.unwrap(), Put::Written);
+    assert_eq!(
+        cache.put(&other, "garbage", 1, true).await.unwrap(),
+        Put::Written
+    );
+    assert_eq!(
+        cache.put(&other, &obj(&other, 1), 1, true).await.unwrap(),
+        Put::Written
+    );
     assert_eq!(cache.get(&other).await.unwrap(), Some(obj(&other, 1)));
     forget(b, &prefix, &[cache.key(&id), cache.key(&other)]).await;
 }
@@ -86,7 +108,13 @@ async fn race(cache: &mediafleet::cache::MediaCache, id: &str, order: &[i64]) ->
             tokio::spawn(async move {
                 start.wait().await;
                 let json = format!(r#"{{"id":"{id}","version":{v}}}"#);
-                (v, cache.put(&id, &json, v, true).await.expect("a guarded write gave up"))
+                (
+                    v,
+                    cache
+                        .put(&id, &json, v, true)
+                        .await
+                        .expect("a guarded write gave up"),
+                )
             })
         })
         .collect();
@@ -126,10 +154,17 @@ async fn concurrent_writers_in_every_order_leave_the_newest(b: Backend) {
                 cache.put(&id, &obj(&id, v), v, true).await.unwrap();
             }
             let got = race(&cache, &id, &order).await;
-            let stored: Value = serde_json::from_str(&cache.get(&id).await.unwrap().unwrap()).unwrap();
-            assert_eq!(stored["version"], 4, "{b:?} order {n} {order:?} preset {preset:?}: {got:?}");
+            let stored: Value =
+                serde_json::from_str(&cache.get(&id).await.unwrap().unwrap()).unwrap();
+            assert_eq!(
+                stored["version"], 4,
+                "{b:?} order {n} {order:?} preset {preset:?}: {got:?}"
+            );
             // The newest writer always lands; "kept newer" is only ever said to a writer that was older.
-            assert!(got.iter().any(|(v, p)| *v == 4 && *p == Put::Written), "{got:?}");
+            assert!(
+                got.iter().any(|(v, p)| *v == 4 && *p == Put::Written),
+                "{got:?}"
+            );
         }
     }
     // Forty writers at once, in five rotations of the start order.
@@ -156,16 +191,28 @@ async fn batched_writes_are_guarded_too(b: Backend) {
     let fresh: Vec<String> = (0..300).map(|_| new_id()).collect();
     let jsons: Vec<String> = fresh.iter().map(|id| obj(id, 1)).collect();
     let (a3, c9, a5) = (obj(&a, 3), obj(&c, 9), obj(&a, 5));
-    let mut items: Vec<(&str, &str, i64, bool)> = vec![(a.as_str(), a3.as_str(), 3, true), (c.as_str(), c9.as_str(), 9, true)];
-    items.extend(fresh.iter().zip(&jsons).map(|(id, j)| (id.as_str(), j.as_str(), 1, true)));
+    let mut items: Vec<(&str, &str, i64, bool)> = vec![
+        (a.as_str(), a3.as_str(), 3, true),
+        (c.as_str(), c9.as_str(), 9, true),
+    ];
+    items.extend(
+        fresh
+            .iter()
+            .zip(&jsons)
+            .map(|(id, j)| (id.as_str(), j.as_str(), 1, true)),
+    );
     let puts = cache.put_many(&items).await.unwrap();
     assert_eq!(puts[0], Put::KeptNewer, "{b:?}");
     assert_eq!(puts[1], Put::Written, "{b:?}");
     assert!(puts[2..].iter().all(|p| *p == Put::Written), "{b:?}");
     assert_eq!(cache.get(&a).await.unwrap(), Some(a5.clone()));
-    assert_eq!(cache.get(&c).await.unwrap(), Some(c9));
+    assert_eq!(cache.get(&c).await.unwrap(), Some(c9.clone()));
     for (id, j) in fresh.iter().zip(&jsons) {
-        assert_eq!(raw_get(b, &cache.key(id)).await.as_ref(), Some(j), "{b:?} {id}");
+        assert_eq!(
+            raw_get(b, &cache.key(id)).await.as_ref(),
+            Some(j),
+            "{b:?} {id}"
+        );
     }
     // Again at the same versions: all rewritten; an equal version is never "kept newer".
     let puts = cache.put_many(&items[1..]).await.unwrap();
@@ -179,13 +226,23 @@ async fn ttls_are_applied(b: Backend) {
     let prefix = unique("t");
     let cache = cache_on(&cache_url(b), &prefix, settings());
     let (moving, ended) = (new_id(), new_id());
-    cache.put(&moving, &obj(&moving, 1), 1, false).await.unwrap();
+    cache
+        .put(&moving, &obj(&moving, 1), 1, false)
+        .await
+        .unwrap();
     cache.put(&ended, &obj(&ended, 1), 1, true).await.unwrap();
     assert!(cache.get(&moving).await.unwrap().is_some());
     // pending_ttl is 1 s; memcached's clock ticks in whole seconds, so allow it up to 2.5 s.
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    assert_eq!(cache.get(&moving).await.unwrap(), None, "{b:?}: the pending TTL");
-    assert!(cache.get(&ended).await.unwrap().is_some(), "{b:?}: the final TTL");
+    assert_eq!(
+        cache.get(&moving).await.unwrap(),
+        None,
+        "{b:?}: the pending TTL"
+    );
+    assert!(
+        cache.get(&ended).await.unwrap().is_some(),
+        "{b:?}: the final TTL"
+    );
     forget(b, &prefix, &[cache.key(&ended)]).await;
 }
 
@@ -194,21 +251,47 @@ async fn the_fill_lock_is_single_and_only_its_holder_releases_it(b: Backend) {
     let cache = cache_on(&cache_url(b), &prefix, settings());
     let id = new_id();
     assert!(!cache.is_locked(&id).await.unwrap());
-    let token = cache.try_lock(&id).await.unwrap().expect("first taker gets the lock");
-    assert!(cache.try_lock(&id).await.unwrap().is_none(), "{b:?}: a second taker");
+    let token = cache
+        .try_lock(&id)
+        .await
+        .unwrap()
+        .expect("first taker gets the lock");
+    assert!(
+        cache.try_lock(&id).await.unwrap().is_none(),
+        "{b:?}: a second taker"
+    );
     assert!(cache.is_locked(&id).await.unwrap());
-    assert_eq!(raw_get(b, &cache.lock_key(&id)).await.as_deref(), Some(token.as_str()));
+    assert_eq!(
+        raw_get(b, &cache.lock_key(&id)).await.as_deref(),
+        Some(token.as_str())
+    );
     cache.unlock(&id, "not-the-token").await.unwrap();
-    assert!(cache.is_locked(&id).await.unwrap(), "{b:?}: released by a stranger");
+    assert!(
+        cache.is_locked(&id).await.unwrap(),
+        "{b:?}: released by a stranger"
+    );
     cache.unlock(&id, &token).await.unwrap();
-    assert!(!cache.is_locked(&id).await.unwrap(), "{b:?}: not released by its holder");
+    assert!(
+        !cache.is_locked(&id).await.unwrap(),
+        "{b:?}: not released by its holder"
+    );
     // A lock nobody releases expires after lock_ttl (2 s; memcached: up to a second more).
     let t = cache.try_lock(&id).await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(3100)).await;
-    assert!(!cache.is_locked(&id).await.unwrap(), "{b:?}: lock outlived its TTL");
-    let again = cache.try_lock(&id).await.unwrap().expect("free after expiry");
+    assert!(
+        !cache.is_locked(&id).await.unwrap(),
+        "{b:?}: lock outlived its TTL"
+    );
+    let again = cache
+        .try_lock(&id)
+        .await
+        .unwrap()
+        .expect("free after expiry");
     cache.unlock(&id, &t).await.unwrap(); // the expired holder cannot release the new holder's lock
-    assert!(cache.is_locked(&id).await.unwrap(), "{b:?}: an expired holder released a new lock");
+    assert!(
+        cache.is_locked(&id).await.unwrap(),
+        "{b:?}: an expired holder released a new lock"
+    );
     cache.unlock(&id, &again).await.unwrap();
 }
 
@@ -233,7 +316,11 @@ async fn ready_media() -> (Records, String) {
         })
         .await
         .unwrap();
-    records.start_processing(&id, i64::MAX / 2).await.unwrap().unwrap();
+    records
+        .start_processing(&id, i64::MAX / 2)
+        .await
+        .unwrap()
+        .unwrap();
     let r = |name: &str, ct: &str| RenditionRow {
         media_id: id.clone(),
         name: name.into(),
@@ -279,12 +366,18 @@ async fn five_hundred_concurrent_misses_make_one_db_read(b: Backend) {
         bodies.push(t.await.unwrap());
     }
     let loads = reader.stats().db_loads.load(Ordering::Relaxed);
-    assert_eq!(loads, 1, "{b:?}: 500 concurrent misses made {loads} DB reads");
+    assert_eq!(
+        loads, 1,
+        "{b:?}: 500 concurrent misses made {loads} DB reads"
+    );
     assert!(bodies.iter().all(|x| x == &bodies[0]));
     let uncached = MediaReader::new(records, None, None);
     assert_eq!(uncached.get(&id).await.unwrap().unwrap(), bodies[0]);
     assert_eq!(raw_get(b, &cache.key(&id)).await.as_ref(), Some(&bodies[0]));
-    assert!(!cache.is_locked(&id).await.unwrap(), "{b:?}: the fill lock was released");
+    assert!(
+        !cache.is_locked(&id).await.unwrap(),
+        "{b:?}: the fill lock was released"
+    );
     forget(b, &prefix, &[cache.key(&id)]).await;
 }
 
@@ -302,15 +395,25 @@ async fn an_outage_degrades_reads_to_the_db_and_recovers(b: Backend) {
     let body = reader.get(&id).await.unwrap().unwrap();
     assert!(cache.get(&id).await.unwrap().is_some());
     proxy.off();
-    assert!(cache.ping().await.is_err(), "{b:?}: ping through a dead proxy");
+    assert!(
+        cache.ping().await.is_err(),
+        "{b:?}: ping through a dead proxy"
+    );
     assert!(cache.degraded().is_some(), "{b:?}: not degraded");
     for _ in 0..3 {
-        assert_eq!(reader.get(&id).await.unwrap().as_ref(), Some(&body), "{b:?}: served from the DB");
+        assert_eq!(
+            reader.get(&id).await.unwrap().as_ref(),
+            Some(&body),
+            "{b:?}: served from the DB"
+        );
     }
     proxy.on();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while cache.ping().await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "{b:?}: never reconnected");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{b:?}: never reconnected"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(cache.degraded().is_none());
@@ -343,7 +446,10 @@ async fn objects_over_the_item_size_limit_are_counted_not_cached(b: Backend) {
             assert_eq!(batch, vec![Put::NotCached, Put::Written]);
             assert_eq!(after - before, 2, "counted once per refused write");
             assert_eq!(raw_get(b, &cache.key(&big)).await, None);
-            assert!(cache.degraded().is_none(), "an oversized object is not an outage");
+            assert!(
+                cache.degraded().is_none(),
+                "an oversized object is not an outage"
+            );
         }
         Backend::Redis => {
             assert_eq!(single, Put::Written);
@@ -363,11 +469,18 @@ async fn serve_warms_rebuilds_and_degrades(b: Backend) {
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
     // The warm job put the object there: nothing has read it through the api yet.
-    let cached = wait_raw(b, &key(&id), Duration::from_secs(120), |v| v["status"] == "ready").await;
+    let cached = wait_raw(b, &key(&id), Duration::from_secs(120), |v| {
+        v["status"] == "ready"
+    })
+    .await;
     let (code, text) = get_text(&s.base, &id).await;
     assert_eq!(code, 200);
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), cached);
-    assert_eq!(raw_get(b, &key(&id)).await.unwrap(), text, "{b:?}: the api serves the cached text as is");
+    assert_eq!(
+        raw_get(b, &key(&id)).await.unwrap(),
+        text,
+        "{b:?}: the api serves the cached text as is"
+    );
     let schema: Value = serde_json::from_str(
         &std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/schema/media-object.json"),
@@ -376,7 +489,10 @@ async fn serve_warms_rebuilds_and_degrades(b: Backend) {
     )
     .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&cached).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&cached)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:?}");
 
     // A flush, then `ops warm --all` (straight to the server) restores the same text.

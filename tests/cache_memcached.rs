@@ -22,7 +22,8 @@ use mediafleet::config::{CacheSettings, CacheUrl};
 
 /// The PHP block under "## Reading media from memcached (PHP)" in the README.
 fn readme_php() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let section = readme
         .split("## Reading media from memcached (PHP)")
         .nth(1)
@@ -40,7 +41,9 @@ fn php(script: &str, args: &[String], env: &[(&str, &str)]) -> String {
         .args(args)
         .envs(env.iter().copied())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run php: {e} (scripts/ensure-deps.sh --services installs php-cli)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run php: {e} (scripts/ensure-deps.sh --services installs php-cli)")
+        });
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -52,7 +55,10 @@ fn php(script: &str, args: &[String], env: &[(&str, &str)]) -> String {
 }
 
 fn require_php_memcached() {
-    let out = Command::new("php").arg("-m").output().expect("php is not installed");
+    let out = Command::new("php")
+        .arg("-m")
+        .output()
+        .expect("php is not installed");
     let mods = String::from_utf8_lossy(&out.stdout);
     assert!(
         mods.lines().any(|l| l.trim() == "memcached"),
@@ -71,7 +77,10 @@ async fn php_finds_every_object_ops_warm_wrote_to_a_three_server_pool() {
         ("MEDIAFLEET_DB".into(), db),
         ("MEDIAFLEET_CACHE".into(), pool.url()),
         ("MEDIAFLEET_PREFIX".into(), prefix.clone()),
-        ("MEDIAFLEET_DATA_DIR".into(), dir.path().display().to_string()),
+        (
+            "MEDIAFLEET_DATA_DIR".into(),
+            dir.path().display().to_string(),
+        ),
     ];
     let sum = ops_warm(&env, &["--all", "--batch", "200"]);
     assert_eq!(sum["objects"], 600, "{sum}");
@@ -79,7 +88,10 @@ async fn php_finds_every_object_ops_warm_wrote_to_a_three_server_pool() {
 
     // Every server holds a share, and each key is on exactly one of them.
     let ports = pool.ports.clone();
-    let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}:media:{id}")).collect();
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{prefix}:media:{id}"))
+        .collect();
     let (per, holders) = tokio::task::spawn_blocking(move || {
         let mut per = vec![0usize; ports.len()];
         let mut holders = HashMap::new();
@@ -137,7 +149,11 @@ $mc->setOption(Memcached::OPT_LIBKETAMA_COMPATIBLE, true);
 foreach (explode(',', getenv('MEMCACHED_SERVERS')) as $s) { [$h, $p] = explode(':', $s); $mc->addServer($h, (int) $p); }
 foreach (file($argv[1], FILE_IGNORE_NEW_LINES) as $k) { $s = $mc->getServerByKey($k); echo $s['port'], "\n"; }
 "#;
-    let out = php(script, &[list.display().to_string()], &[("MEMCACHED_SERVERS", &pool.list())]);
+    let out = php(
+        script,
+        &[list.display().to_string()],
+        &[("MEMCACHED_SERVERS", &pool.list())],
+    );
     let php_ports: Vec<u16> = out.lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(php_ports.len(), probe.len());
     let mut disagree = Vec::new();
@@ -147,10 +163,19 @@ foreach (file($argv[1], FILE_IGNORE_NEW_LINES) as $k) { $s = $mc->getServerByKey
             disagree.push((k.clone(), pool.ports[i], *p));
         }
         if let Some(h) = holders.get(k) {
-            assert_eq!(pool.ports[*h], *p, "{k}: PHP looks on another server than the one holding it");
+            assert_eq!(
+                pool.ports[*h], *p,
+                "{k}: PHP looks on another server than the one holding it"
+            );
         }
     }
-    assert!(disagree.is_empty(), "{} of {} keys disagree, e.g. {:?}", disagree.len(), probe.len(), &disagree[..disagree.len().min(5)]);
+    assert!(
+        disagree.is_empty(),
+        "{} of {} keys disagree, e.g. {:?}",
+        disagree.len(),
+        probe.len(),
+        &disagree[..disagree.len().min(5)]
+    );
 
     // And the other way: what PHP writes (a plain string) our client reads.
     let php_id = uuid::Uuid::now_v7().to_string();
@@ -160,10 +185,20 @@ $mc->setOption(Memcached::OPT_LIBKETAMA_COMPATIBLE, true);
 foreach (explode(',', getenv('MEMCACHED_SERVERS')) as $s) { [$h, $p] = explode(':', $s); $mc->addServer($h, (int) $p); }
 var_dump($mc->set($argv[1], '{"id":"php","version":9}', 60));
 "#;
-    php(script, &[format!("{prefix}:media:{php_id}")], &[("MEMCACHED_SERVERS", &pool.list())]);
+    php(
+        script,
+        &[format!("{prefix}:media:{php_id}")],
+        &[("MEMCACHED_SERVERS", &pool.list())],
+    );
     let cache = cache_on(&pool.url(), &prefix, settings());
-    assert_eq!(cache.get(&php_id).await.unwrap().as_deref(), Some(r#"{"id":"php","version":9}"#));
-    assert_eq!(cache.put(&php_id, "{}", 8, true).await.unwrap(), Put::KeptNewer);
+    assert_eq!(
+        cache.get(&php_id).await.unwrap().as_deref(),
+        Some(r#"{"id":"php","version":9}"#)
+    );
+    assert_eq!(
+        cache.put(&php_id, "{}", 8, true).await.unwrap(),
+        Put::KeptNewer
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,10 +220,16 @@ async fn one_server_down_degrades_only_its_keys_and_the_batch_reports_it() {
     .unwrap();
     let ids: Vec<String> = (0..60).map(|_| uuid::Uuid::now_v7().to_string()).collect();
     for id in &ids {
-        cache.put(id, &format!(r#"{{"version":1,"id":"{id}"}}"#), 1, true).await.unwrap();
+        cache
+            .put(id, &format!(r#"{{"version":1,"id":"{id}"}}"#), 1, true)
+            .await
+            .unwrap();
     }
     pool.kill(0);
-    cache.ping().await.expect_err("a pool with a dead server is not healthy");
+    cache
+        .ping()
+        .await
+        .expect_err("a pool with a dead server is not healthy");
     let mut up = 0;
     for id in &ids {
         let r = cache.get(id).await;
@@ -200,9 +241,19 @@ async fn one_server_down_degrades_only_its_keys_and_the_batch_reports_it() {
         }
     }
     assert!(up > 20, "{up}");
-    let jsons: Vec<String> = ids.iter().map(|id| format!(r#"{{"version":2,"id":"{id}"}}"#)).collect();
-    let items: Vec<(&str, &str, i64, bool)> = ids.iter().zip(&jsons).map(|(i, j)| (i.as_str(), j.as_str(), 2, true)).collect();
-    assert!(cache.put_many(&items).await.is_err(), "a batch touching a dead server fails (the warm retries)");
+    let jsons: Vec<String> = ids
+        .iter()
+        .map(|id| format!(r#"{{"version":2,"id":"{id}"}}"#))
+        .collect();
+    let items: Vec<(&str, &str, i64, bool)> = ids
+        .iter()
+        .zip(&jsons)
+        .map(|(i, j)| (i.as_str(), j.as_str(), 2, true))
+        .collect();
+    assert!(
+        cache.put_many(&items).await.is_err(),
+        "a batch touching a dead server fails (the warm retries)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -217,11 +268,21 @@ async fn a_server_with_a_smaller_item_limit_than_configured_refuses_and_we_count
     let cache = cache_on(&pool.url(), &prefix, s);
     let id = uuid::Uuid::now_v7().to_string();
     let big = format!(r#"{{"version":1,"pad":"{}"}}"#, "x".repeat(1_500_000));
-    let before = mediafleet::cache::NOT_CACHED.with_label_values(&["too_large"]).get();
+    let before = mediafleet::cache::NOT_CACHED
+        .with_label_values(&["too_large"])
+        .get();
     assert_eq!(cache.put(&id, &big, 1, true).await.unwrap(), Put::NotCached);
-    assert_eq!(mediafleet::cache::NOT_CACHED.with_label_values(&["too_large"]).get(), before + 1);
+    assert_eq!(
+        mediafleet::cache::NOT_CACHED
+            .with_label_values(&["too_large"])
+            .get(),
+        before + 1
+    );
     assert_eq!(cache.get(&id).await.unwrap(), None);
     // The connection is still in step after the refusal.
-    assert_eq!(cache.put(&id, r#"{"version":1}"#, 1, true).await.unwrap(), Put::Written);
+    assert_eq!(
+        cache.put(&id, r#"{"version":1}"#, 1, true).await.unwrap(),
+        Put::Written
+    );
     assert!(cache.degraded().is_none());
 }

@@ -162,7 +162,11 @@ impl MediaCache {
             CacheUrl::Memcached(servers) => {
                 let backend = memcached::Memcached::new(servers, &settings)?;
                 memcached::check_prefix(prefix)?;
-                Ok(Some(Self::with_backend(Arc::new(backend), prefix, settings)))
+                Ok(Some(Self::with_backend(
+                    Arc::new(backend),
+                    prefix,
+                    settings,
+                )))
             }
         }
     }

@@ -51,7 +51,8 @@ async fn seed(pg: &str, db: &str, n: usize) -> anyhow::Result<String> {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
         .await
         .with_context(|| format!("connect to {admin}"))?;
-    conn.execute(format!("CREATE DATABASE {db}").as_str()).await?;
+    conn.execute(format!("CREATE DATABASE {db}").as_str())
+        .await?;
     let url = format!("{pg}/{db}");
     let records = crate::db::Records::connect(&DbUrl::Postgres(url.clone()), None).await?;
     records.migrate().await?;
@@ -91,9 +92,22 @@ async fn drop_db(pg: &str, db: &str) {
 }
 
 /// One `ops warm --all` child run; returns objects/s.
-fn warm(db: &str, cache: &str, prefix: &str, batch: usize, data: &std::path::Path) -> anyhow::Result<f64> {
+fn warm(
+    db: &str,
+    cache: &str,
+    prefix: &str,
+    batch: usize,
+    data: &std::path::Path,
+) -> anyhow::Result<f64> {
     let out = Command::new(std::env::current_exe()?)
-        .args(["ops", "warm", "--all", "--restart", "--batch", &batch.to_string()])
+        .args([
+            "ops",
+            "warm",
+            "--all",
+            "--restart",
+            "--batch",
+            &batch.to_string(),
+        ])
         .env("MEDIAFLEET_DB", db)
         .env("MEDIAFLEET_CACHE", cache)
         .env("MEDIAFLEET_CACHE_TTL", "1h")
@@ -117,8 +131,12 @@ fn cache(url: &str, prefix: &str) -> anyhow::Result<MediaCache> {
         op_timeout: Duration::from_secs(5),
         ..CacheSettings::default()
     };
-    MediaCache::from_url(&CacheUrl::parse(url).map_err(anyhow::Error::msg)?, prefix, settings)?
-        .context("no cache")
+    MediaCache::from_url(
+        &CacheUrl::parse(url).map_err(anyhow::Error::msg)?,
+        prefix,
+        settings,
+    )?
+    .context("no cache")
 }
 
 struct Gets {
@@ -138,7 +156,11 @@ async fn time_gets(c: &MediaCache, ids: &[String], n: usize) -> anyhow::Result<G
         let t = Instant::now();
         let got = c.get(id).await?;
         us.push(t.elapsed().as_secs_f64() * 1e6);
-        anyhow::ensure!(got.is_some(), "{id} missing from the {} cache", c.backend_name());
+        anyhow::ensure!(
+            got.is_some(),
+            "{id} missing from the {} cache",
+            c.backend_name()
+        );
     }
     us.sort_by(f64::total_cmp);
     Ok(Gets {
@@ -168,7 +190,12 @@ pub async fn run(a: BenchCacheArgs) -> anyhow::Result<()> {
     r
 }
 
-async fn bench(a: &BenchCacheArgs, db: &str, tag: &str, data: &std::path::Path) -> anyhow::Result<()> {
+async fn bench(
+    a: &BenchCacheArgs,
+    db: &str,
+    tag: &str,
+    data: &std::path::Path,
+) -> anyhow::Result<()> {
     let records = crate::db::Records::connect(&DbUrl::Postgres(db.to_owned()), None).await?;
     let mut ids = Vec::with_capacity(a.media);
     let mut after: Option<String> = None;
@@ -180,7 +207,10 @@ async fn bench(a: &BenchCacheArgs, db: &str, tag: &str, data: &std::path::Path) 
         ids.extend(page.rows.iter().map(|(r, _)| r.id.clone()));
         after = Some(next);
     }
-    let sides = [("memcached", a.memcached.as_str()), ("Redis", a.redis.as_str())];
+    let sides = [
+        ("memcached", a.memcached.as_str()),
+        ("Redis", a.redis.as_str()),
+    ];
     let mut best = [0f64; 2];
     let mut prefixes: Vec<(usize, String)> = Vec::new();
     for round in 0..a.rounds.max(1) {
@@ -188,7 +218,10 @@ async fn bench(a: &BenchCacheArgs, db: &str, tag: &str, data: &std::path::Path) 
         for s in order {
             let prefix = format!("bc{tag}r{round}s{s}");
             let rate = warm(db, sides[s].1, &prefix, a.batch, data)?;
-            eprintln!("bench cache: round {round} {}: ops warm --all {rate:.0} objects/s", sides[s].0);
+            eprintln!(
+                "bench cache: round {round} {}: ops warm --all {rate:.0} objects/s",
+                sides[s].0
+            );
             best[s] = best[s].max(rate);
             prefixes.push((s, prefix));
         }
@@ -196,7 +229,12 @@ async fn bench(a: &BenchCacheArgs, db: &str, tag: &str, data: &std::path::Path) 
     // GETs from the last run's keys of each side.
     let mut gets = Vec::new();
     for s in 0..2 {
-        let prefix = &prefixes.iter().rev().find(|(i, _)| *i == s).expect("a run").1;
+        let prefix = &prefixes
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == s)
+            .expect("a run")
+            .1;
         let c = cache(sides[s].1, prefix)?;
         gets.push(time_gets(&c, &ids, a.gets).await?);
     }

@@ -70,8 +70,7 @@ const QUEUE_FORMS: &str =
     "amqp://user:pass@host:5672/vhost, sqs://?endpoint=http://127.0.0.1:5055&region=us-east-1, embedded";
 const STORAGE_FORMS: &str = "s3://BUCKET?endpoint=…&region=…&path_style=true, file:///abs/dir";
 const DB_FORMS: &str = "postgres://user@host:5432/db, sqlite:///abs/file.db";
-const CACHE_FORMS: &str =
-    "redis://host:6379/0, memcached://host:11211[,host2:11211,…], none";
+const CACHE_FORMS: &str = "redis://host:6379/0, memcached://host:11211[,host2:11211,…], none";
 
 fn bad(flag: &str, value: &str, forms: &str, why: &str) -> String {
     format!("{flag}: {why} {value:?}; accepted forms: {forms}")
@@ -188,7 +187,12 @@ fn parse_memcached(whole: &str, list: &str) -> Result<Vec<MemcachedServer>, Stri
             return Err(bad("--cache", whole, CACHE_FORMS, "empty server in"));
         }
         if part.contains(['/', '?', '@', '#']) || part.chars().any(char::is_whitespace) {
-            return Err(bad("--cache", whole, CACHE_FORMS, "memcached servers are host:port, got"));
+            return Err(bad(
+                "--cache",
+                whole,
+                CACHE_FORMS,
+                "memcached servers are host:port, got",
+            ));
         }
         let (host, port) = if let Some(rest) = part.strip_prefix('[') {
             let (h, tail) = rest
@@ -198,7 +202,14 @@ fn parse_memcached(whole: &str, list: &str) -> Result<Vec<MemcachedServer>, Stri
         } else {
             match part.rsplit_once(':') {
                 Some((h, p)) if !h.contains(':') => (h, Some(p)),
-                Some(_) => return Err(bad("--cache", whole, CACHE_FORMS, "IPv6 hosts need [brackets] in")),
+                Some(_) => {
+                    return Err(bad(
+                        "--cache",
+                        whole,
+                        CACHE_FORMS,
+                        "IPv6 hosts need [brackets] in",
+                    ))
+                }
                 None => (part, None),
             }
         };
@@ -218,7 +229,12 @@ fn parse_memcached(whole: &str, list: &str) -> Result<Vec<MemcachedServer>, Stri
             port,
         };
         if out.contains(&server) {
-            return Err(bad("--cache", whole, CACHE_FORMS, "a server is listed twice in"));
+            return Err(bad(
+                "--cache",
+                whole,
+                CACHE_FORMS,
+                "a server is listed twice in",
+            ));
         }
         out.push(server);
     }

@@ -111,10 +111,15 @@ pub async fn raw_get(b: Backend, key: &str) -> Option<String> {
         Backend::Memcached => {
             let addr = memcached_addr();
             let key = key.to_owned();
-            tokio::task::spawn_blocking(move || memcached_raw_get(&addr, &key).map(|(f, v)| {
-                assert_eq!(f, 0, "objects are stored with flags 0 (a plain string to PHP)");
-                v
-            }))
+            tokio::task::spawn_blocking(move || {
+                memcached_raw_get(&addr, &key).map(|(f, v)| {
+                    assert_eq!(
+                        f, 0,
+                        "objects are stored with flags 0 (a plain string to PHP)"
+                    );
+                    v
+                })
+            })
             .await
             .unwrap()
         }
@@ -143,7 +148,12 @@ pub async fn forget(b: Backend, prefix: &str, keys: &[String]) {
 }
 
 /// Polls `key` until `pred` holds on its JSON.
-pub async fn wait_raw(b: Backend, key: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+pub async fn wait_raw(
+    b: Backend,
+    key: &str,
+    within: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     let mut last = None;
     while Instant::now() < deadline {
@@ -169,7 +179,11 @@ impl MemcachedPool {
     /// Starts `n` servers (`memcached -p PORT -U 0 -l 127.0.0.1`; `-u root` when running as root).
     pub fn start(n: usize, extra: &[&str]) -> MemcachedPool {
         let root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-            || Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+            || Command::new("id")
+                .arg("-u")
+                .output()
+                .map(|o| o.stdout == b"0\n")
+                .unwrap_or(false);
         let mut pool = MemcachedPool {
             ports: Vec::new(),
             children: Vec::new(),
@@ -177,16 +191,25 @@ impl MemcachedPool {
         for _ in 0..n {
             let port = free_port();
             let mut cmd = Command::new("memcached");
-            cmd.args(["-p", &port.to_string(), "-U", "0", "-l", "127.0.0.1", "-m", "64"])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit());
+            cmd.args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-l",
+                "127.0.0.1",
+                "-m",
+                "64",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
             if root {
                 cmd.args(["-u", "root"]);
             }
-            let child = cmd
-                .spawn()
-                .expect("memcached is not installed (scripts/ensure-deps.sh --services installs it)");
+            let child = cmd.spawn().expect(
+                "memcached is not installed (scripts/ensure-deps.sh --services installs it)",
+            );
             pool.children.push(child);
             pool.ports.push(port);
         }
@@ -267,15 +290,28 @@ pub async fn serve(cache_url: &str) -> Served {
         ("MEDIAFLEET_DB".into(), db.clone()),
         ("MEDIAFLEET_CACHE".into(), cache_url.into()),
         ("MEDIAFLEET_PREFIX".into(), prefix.clone()),
-        ("MEDIAFLEET_CONFIG".into(), config(dir.path()).display().to_string()),
-        ("MEDIAFLEET_DATA_DIR".into(), dir.path().join("data").display().to_string()),
+        (
+            "MEDIAFLEET_CONFIG".into(),
+            config(dir.path()).display().to_string(),
+        ),
+        (
+            "MEDIAFLEET_DATA_DIR".into(),
+            dir.path().join("data").display().to_string(),
+        ),
         ("MEDIAFLEET_LISTEN".into(), format!("127.0.0.1:{port}")),
     ];
     let refs: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let proc = Proc::spawn("serve", &["serve"], &refs);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base, Duration::from_secs(60)).await;
-    Served { proc, base, prefix, db, env, dir }
+    Served {
+        proc,
+        base,
+        prefix,
+        db,
+        env,
+        dir,
+    }
 }
 
 /// Runs `mediafleet ops warm ARGS` with `env`; returns its stdout summary.
@@ -310,7 +346,10 @@ pub async fn wait_readyz(base: &str, status: &str) -> Value {
             assert_eq!(code, 200, "{body}");
             return body;
         }
-        assert!(Instant::now() < deadline, "readyz never said {status}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "readyz never said {status}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -319,9 +358,10 @@ pub async fn wait_readyz(base: &str, status: &str) -> Value {
 /// the ids in id order.
 pub async fn seeded_database(n: usize) -> (String, Vec<String>) {
     let db = pg_database().await;
-    let records = mediafleet::db::Records::connect(&mediafleet::config::DbUrl::Postgres(db.clone()), None)
-        .await
-        .unwrap();
+    let records =
+        mediafleet::db::Records::connect(&mediafleet::config::DbUrl::Postgres(db.clone()), None)
+            .await
+            .unwrap();
     records.migrate().await.unwrap();
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
     sqlx::query(&format!(

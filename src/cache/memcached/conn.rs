@@ -87,7 +87,11 @@ impl Conn {
     }
 
     /// Sends `bytes` (commands whose answers are `expect`, in order) and waits for all the answers.
-    pub async fn call(&self, bytes: Vec<u8>, expect: Vec<Expect>) -> Result<Vec<Reply>, CacheError> {
+    pub async fn call(
+        &self,
+        bytes: Vec<u8>,
+        expect: Vec<Expect>,
+    ) -> Result<Vec<Reply>, CacheError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request {
@@ -168,16 +172,15 @@ async fn read_loop(r: OwnedReadHalf, mut pending: mpsc::UnboundedReceiver<Pendin
     // Dropping `pending` stops the writer; requests still queued fail with "connection lost".
     pending.close();
     while let Ok(p) = pending.try_recv() {
-        let _ = p.reply.send(Err(failed.clone().unwrap_or_else(|| "closed".into())));
+        let _ = p
+            .reply
+            .send(Err(failed.clone().unwrap_or_else(|| "closed".into())));
     }
 }
 
 async fn read_line(r: &mut BufReader<OwnedReadHalf>, line: &mut Vec<u8>) -> Result<String, String> {
     line.clear();
-    let n = r
-        .read_until(b'\n', line)
-        .await
-        .map_err(|e| e.to_string())?;
+    let n = r.read_until(b'\n', line).await.map_err(|e| e.to_string())?;
     if n == 0 {
         return Err("connection closed by the server".into());
     }
@@ -240,7 +243,14 @@ async fn read_reply(
 }
 
 /// Appends a storage command (`set`, `add`, `cas`) to `buf`. Flags are always 0 (a plain string to PHP).
-pub fn storage(buf: &mut Vec<u8>, cmd: &str, key: &str, exptime: i64, data: &[u8], cas: Option<u64>) {
+pub fn storage(
+    buf: &mut Vec<u8>,
+    cmd: &str,
+    key: &str,
+    exptime: i64,
+    data: &[u8],
+    cas: Option<u64>,
+) {
     buf.extend_from_slice(cmd.as_bytes());
     buf.push(b' ');
     buf.extend_from_slice(key.as_bytes());

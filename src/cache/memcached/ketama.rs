@@ -108,7 +108,11 @@ mod tests {
 
     #[test]
     fn one_hundred_sixty_points_per_server_and_md5_little_endian() {
-        let k = Ketama::new(&[s("10.0.0.1", 11211), s("10.0.0.2", 11212), s("10.0.0.3", 11213)]);
+        let k = Ketama::new(&[
+            s("10.0.0.1", 11211),
+            s("10.0.0.2", 11212),
+            s("10.0.0.3", 11213),
+        ]);
         assert_eq!(k.len(), 480);
         // MD5("") = d41d8cd98f00b204e9800998ecf8427e: the first four bytes, little-endian.
         assert_eq!(Ketama::hash(b""), 0xd98c_1dd4);

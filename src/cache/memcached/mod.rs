@@ -28,8 +28,8 @@ use futures::future::join_all;
 use rand::Rng;
 use tracing::warn;
 
-pub use conn::{Expect, Reply, Value};
 use conn::{storage, Conn};
+pub use conn::{Expect, Reply, Value};
 pub use ketama::Ketama;
 
 use super::{CacheBackend, CacheError, Put, PutItem, NOT_CACHED};
@@ -209,7 +209,9 @@ impl Memcached {
             Ok(())
         } else {
             // Keys are built from the checked prefix and UUIDs; anything else is a programming error.
-            Err(CacheError::Config(format!("not a valid memcached key: {key:?}")))
+            Err(CacheError::Config(format!(
+                "not a valid memcached key: {key:?}"
+            )))
         }
     }
 
@@ -274,7 +276,14 @@ impl Memcached {
             Err(done) => return Ok(Attempt::Done(done)),
         };
         let mut buf = Vec::with_capacity(item.json.len() + 96);
-        storage(&mut buf, cmd, item.key, exptime(item.ttl), item.json.as_bytes(), cas);
+        storage(
+            &mut buf,
+            cmd,
+            item.key,
+            exptime(item.ttl),
+            item.json.as_bytes(),
+            cas,
+        );
         let replies = self
             .server(item.key)
             .call(self.dial_timeout, buf, vec![Expect::Line])
@@ -349,7 +358,14 @@ impl Memcached {
             match Self::plan(&it.1, found.get(it.1.key)) {
                 Err(done) => out.push((it.0, done)),
                 Ok((cmd, cas)) => {
-                    storage(&mut buf, cmd, it.1.key, exptime(it.1.ttl), it.1.json.as_bytes(), cas);
+                    storage(
+                        &mut buf,
+                        cmd,
+                        it.1.key,
+                        exptime(it.1.ttl),
+                        it.1.json.as_bytes(),
+                        cas,
+                    );
                     sent.push(it);
                 }
             }
@@ -388,9 +404,9 @@ impl CacheBackend for Memcached {
             .await?;
         match replies.into_iter().next() {
             Some(Reply::Values(mut v)) => match v.pop() {
-                Some(v) => String::from_utf8(v.data)
-                    .map(Some)
-                    .map_err(|_| CacheError::Unavailable(format!("{key}: stored value is not UTF-8"))),
+                Some(v) => String::from_utf8(v.data).map(Some).map_err(|_| {
+                    CacheError::Unavailable(format!("{key}: stored value is not UTF-8"))
+                }),
                 None => Ok(None),
             },
             Some(r) => Err(unexpected("get", &r)),
@@ -488,7 +504,11 @@ impl CacheBackend for Memcached {
     async fn ping(&self) -> Result<(), CacheError> {
         let all = join_all(self.servers.iter().map(|s| async move {
             let r = s
-                .call(self.dial_timeout, b"version\r\n".to_vec(), vec![Expect::Line])
+                .call(
+                    self.dial_timeout,
+                    b"version\r\n".to_vec(),
+                    vec![Expect::Line],
+                )
                 .await
                 .map_err(|e| CacheError::Unavailable(format!("{}: {e}", s.addr)))?;
             match r.first() {
