@@ -5,7 +5,8 @@
 //! the answers in the same order and hands each request its replies. A caller that gives up (a deadline)
 //! only drops its receiver: the reader still consumes that answer, so the stream never goes out of step.
 //! Any I/O or protocol error closes the connection and fails everything in flight; the next call dials
-//! again.
+//! again. The reader also watches an idle connection, so a server that closes it (a restart, a proxy cut)
+//! is noticed before the next call rather than by it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWrit
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::CacheError;
 
@@ -63,6 +65,10 @@ struct Pending {
 #[derive(Clone, Debug)]
 pub struct Conn {
     tx: mpsc::UnboundedSender<Request>,
+    /// Cancelled by the reader when the connection ends; stops the writer too.
+    closed: CancellationToken,
+    /// `host:port`, for errors.
+    addr: std::sync::Arc<str>,
 }
 
 impl Conn {
@@ -76,14 +82,19 @@ impl Conn {
         let (r, w) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let (ptx, prx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(w, rx, ptx));
-        tokio::spawn(read_loop(r, prx, addr.to_owned()));
-        Ok(Conn { tx })
+        let closed = CancellationToken::new();
+        tokio::spawn(write_loop(w, rx, ptx, closed.clone()));
+        tokio::spawn(read_loop(r, prx, addr.to_owned(), closed.clone()));
+        Ok(Conn {
+            tx,
+            closed,
+            addr: addr.into(),
+        })
     }
 
     /// Whether the connection has ended (the next call should dial again).
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.closed.is_cancelled() || self.tx.is_closed()
     }
 
     /// Sends `bytes` (commands whose answers are `expect`, in order) and waits for all the answers.
@@ -99,13 +110,16 @@ impl Conn {
                 expect,
                 reply,
             })
-            .map_err(|_| CacheError::Unavailable("memcached connection closed".into()))?;
+            .map_err(|_| {
+                CacheError::Unavailable(format!("memcached {}: connection closed", self.addr))
+            })?;
         match rx.await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(CacheError::Unavailable(e)),
-            Err(_) => Err(CacheError::Unavailable(
-                "memcached connection lost mid-request".into(),
-            )),
+            Err(_) => Err(CacheError::Unavailable(format!(
+                "memcached {}: connection lost mid-request",
+                self.addr
+            ))),
         }
     }
 }
@@ -114,16 +128,22 @@ async fn write_loop(
     w: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Request>,
     pending: mpsc::UnboundedSender<Pending>,
+    closed: CancellationToken,
 ) {
     let mut w = BufWriter::with_capacity(64 * 1024, w);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+            _ = closed.cancelled() => break,
+        };
         let mut next = Some(first);
         // Write everything already queued, then flush once: concurrent callers share packets.
         while let Some(req) = next.take() {
-            if w.write_all(&req.bytes).await.is_err() {
-                let _ = req.reply.send(Err("memcached write failed".into()));
-                return;
-            }
+            // The reader learns of a request before any of its bytes can reach the server, so an answer
+            // never arrives ahead of the request it answers.
             if pending
                 .send(Pending {
                     expect: req.expect,
@@ -133,20 +153,48 @@ async fn write_loop(
             {
                 return; // the reader has ended: the connection is dead
             }
+            if w.write_all(&req.bytes).await.is_err() {
+                // Dropping the write half ends the connection; the reader fails what is in flight.
+                return;
+            }
             next = rx.try_recv().ok();
         }
         if w.flush().await.is_err() {
             return;
         }
     }
+    // The reader ended the connection: refuse what callers queued meanwhile (dropping their senders).
+    rx.close();
 }
 
-async fn read_loop(r: OwnedReadHalf, mut pending: mpsc::UnboundedReceiver<Pending>, addr: String) {
+async fn read_loop(
+    r: OwnedReadHalf,
+    mut pending: mpsc::UnboundedReceiver<Pending>,
+    addr: String,
+    closed: CancellationToken,
+) {
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let mut line = Vec::with_capacity(256);
     let mut failed: Option<String> = None;
     let mut queue: VecDeque<Pending> = VecDeque::new();
-    while let Some(p) = pending.recv().await {
+    loop {
+        // Idle: wait for the next request, but notice the server closing the connection (or sending
+        // anything unasked, which would put the stream out of step).
+        let p = tokio::select! {
+            biased;
+            p = pending.recv() => match p {
+                Some(p) => p,
+                None => break,
+            },
+            idle = r.fill_buf() => {
+                failed = Some(match idle {
+                    Ok([]) => format!("memcached {addr}: connection closed by the server"),
+                    Ok(_) => format!("memcached {addr}: unrequested data"),
+                    Err(e) => format!("memcached {addr}: {e}"),
+                });
+                break;
+            }
+        };
         queue.push_back(p);
         while let Some(p) = queue.pop_front() {
             let mut replies = Vec::with_capacity(p.expect.len());
@@ -169,7 +217,8 @@ async fn read_loop(r: OwnedReadHalf, mut pending: mpsc::UnboundedReceiver<Pendin
             break;
         }
     }
-    // Dropping `pending` stops the writer; requests still queued fail with "connection lost".
+    // Stops the writer and makes the connection look closed; requests still queued fail.
+    closed.cancel();
     pending.close();
     while let Ok(p) = pending.try_recv() {
         let _ = p

@@ -24,8 +24,8 @@ pub mod ketama;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
 use futures::future::join_all;
-use rand::Rng;
 use tracing::warn;
 
 use conn::{storage, Conn};
@@ -37,6 +37,10 @@ use crate::config::{CacheSettings, MemcachedServer};
 
 /// Most `gets`+`cas` rounds one guarded write makes before it reports contention.
 pub const CAS_ATTEMPTS: u32 = 32;
+/// The first pause after a lost `cas` round (doubling, jittered, up to [`CAS_PAUSE_MAX`]).
+const CAS_PAUSE_MIN: Duration = Duration::from_micros(100);
+/// The longest pause between `cas` rounds.
+const CAS_PAUSE_MAX: Duration = Duration::from_millis(8);
 /// memcached's key length limit.
 pub const MAX_KEY: usize = 250;
 /// Keys per `gets` command in a batch.
@@ -300,19 +304,27 @@ impl Memcached {
         if !self.fits(item) {
             return Ok(self.not_cached(item, "over max_item_bytes"));
         }
-        for attempt in 0..CAS_ATTEMPTS {
-            if let Attempt::Done(p) = self.guarded_once(item).await? {
-                return Ok(p);
+        // A lost round means someone wrote between our gets and our cas: look again after a short
+        // jittered pause (`backon`), at most CAS_ATTEMPTS rounds in all.
+        let round = || async {
+            match self.guarded_once(item).await? {
+                Attempt::Done(p) => Ok(p),
+                Attempt::Lost => Err(CacheError::Contended(format!(
+                    "{}: {CAS_ATTEMPTS} gets/cas rounds lost to concurrent writers",
+                    item.key
+                ))),
             }
-            // Someone else wrote between our gets and our cas: pause a little, at random, and look again.
-            let cap = 1u64 << attempt.min(4);
-            let micros = rand::rng().random_range(50..=cap * 500);
-            tokio::time::sleep(Duration::from_micros(micros)).await;
-        }
-        Err(CacheError::Contended(format!(
-            "{}: {CAS_ATTEMPTS} gets/cas rounds lost to concurrent writers",
-            item.key
-        )))
+        };
+        round
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(CAS_PAUSE_MIN)
+                    .with_max_delay(CAS_PAUSE_MAX)
+                    .with_max_times(CAS_ATTEMPTS as usize - 1)
+                    .with_jitter(),
+            )
+            .when(|e| matches!(e, CacheError::Contended(_)))
+            .await
     }
 
     /// One server's share of a batch: one pipelined `gets`, one pipelined write; lost races are retried
@@ -509,8 +521,7 @@ impl CacheBackend for Memcached {
                     b"version\r\n".to_vec(),
                     vec![Expect::Line],
                 )
-                .await
-                .map_err(|e| CacheError::Unavailable(format!("{}: {e}", s.addr)))?;
+                .await?; // its errors already name the server
             match r.first() {
                 Some(Reply::Line(l)) if l.starts_with("VERSION ") => Ok(()),
                 Some(r) => Err(unexpected("version", r)),
