@@ -15,10 +15,13 @@ done
 if [ "${1:-}" = "--services" ]; then
   command -v psql >/dev/null 2>&1 || need_apt+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+  # The memcached cache backend: the server, and PHP's Memcached extension for the PHP reader test.
+  command -v memcached >/dev/null 2>&1 || need_apt+=(memcached)
   command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
   # The upload snippets test runs the PHP example (ext-curl).
   command -v php >/dev/null 2>&1 || need_apt+=(php-cli)
   dpkg -s php-curl >/dev/null 2>&1 || need_apt+=(php-curl)
+  dpkg -s php-memcached >/dev/null 2>&1 || need_apt+=(php-memcached)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${need_apt[*]}" >&2

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts RabbitMQ, PostgreSQL, Redis and moto_server (S3 + SQS) when they are not already answering.
+# Starts RabbitMQ, PostgreSQL, Redis, memcached and moto_server (S3 + SQS) when they are not already answering.
 # moto[server] >= 5.2.5 is installed into its own venv (5.2.1 breaks aws-sdk-s3 multipart).
 set -euo pipefail
 
@@ -24,6 +24,12 @@ if ! up 6379; then
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   wait_port 6379 Redis 30
+fi
+if ! up 11211; then
+  echo "services: starting memcached" >&2
+  MC_USER=(); [ "$(id -u)" = 0 ] && MC_USER=(-u root)
+  memcached -d -p 11211 -U 0 -l 127.0.0.1 -m 256 "${MC_USER[@]}"
+  wait_port 11211 memcached 30
 fi
 if ! up 5672; then
   echo "services: starting RabbitMQ" >&2
@@ -79,4 +85,4 @@ if ! amqp_ok; then
   echo "services: RabbitMQ listens on 5672 but does not answer AMQP handshakes; rerun with MEDIAFLEET_RESET_BROKER=1 (as root) to reset it" >&2
   exit 1
 fi
-echo "services: RabbitMQ, PostgreSQL, Redis and moto are up" >&2
+echo "services: RabbitMQ, PostgreSQL, Redis, memcached and moto are up" >&2

@@ -211,6 +211,7 @@ fn settings() -> CacheSettings {
         pending_ttl: Duration::from_secs(60),
         lock_ttl: Duration::from_secs(5),
         op_timeout: Duration::from_secs(2),
+        ..CacheSettings::default()
     }
 }
 

@@ -1,18 +1,26 @@
-//! The media object cache in Redis: one string key per media, `{prefix}:media:{id}`, holding the exact JSON
-//! of `GET /v1/media/{id}` (documented for other languages in `proto/redis-object.md`).
+//! The media object cache: one entry per media, `{prefix}:media:{id}`, holding the exact JSON of
+//! `GET /v1/media/{id}` (documented for other languages in `proto/redis-object.md`; the same text on both
+//! backends).
 //!
-//! Every call has a deadline ([`CacheSettings::op_timeout`]). A failed or late call is an error the caller
-//! falls back from (to the DB), and it flips the cache's health to degraded, which `/readyz` reports. The
-//! connection is a lazy `ConnectionManager`, so a process starts with Redis down and reconnects by itself.
+//! [`MediaCache`] is what the rest of the crate uses. It names keys, puts a deadline on every call
+//! ([`CacheSettings::op_timeout`]) and keeps the health `/readyz` reports; the server work is behind one trait,
+//! [`CacheBackend`], with two implementations:
+//! - [`redis`]: Lua scripts make the version guard and the lock release atomic;
+//! - [`memcached`]: `gets` + `cas` with bounded retries, `add` for locks, a ketama pool compatible with PHP's
+//!   `Memcached` extension (`OPT_LIBKETAMA_COMPATIBLE`).
+//!
+//! A failed or late call is an error the caller falls back from (to the DB), and it flips the cache's health
+//! to degraded. Both backends connect lazily, so a process starts with its cache down and reconnects by itself.
 
 mod enqueue;
-mod scripts;
+pub mod memcached;
+pub mod redis;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use async_trait::async_trait;
 use tracing::{info, warn};
 
 pub use enqueue::publish_warm;
@@ -22,9 +30,12 @@ use crate::config::{CacheSettings, CacheUrl};
 /// Cache errors. All of them mean "serve from the DB instead" to a reader, and "retry later" to a warm job.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    /// Redis did not answer in time, refused, or dropped the connection.
+    /// The server did not answer in time, refused, or dropped the connection.
     #[error("cache unavailable: {0}")]
     Unavailable(String),
+    /// A guarded write lost its compare-and-swap race more often than the retry bound allows (memcached).
+    #[error("cache contended: {0}")]
+    Contended(String),
     /// The URL or configuration is unusable.
     #[error("cache configuration: {0}")]
     Config(String),
@@ -35,14 +46,14 @@ impl CacheError {
     pub fn code(&self) -> &'static str {
         match self {
             CacheError::Unavailable(_) => "cache_unavailable",
+            CacheError::Contended(_) => "cache_contended",
             CacheError::Config(_) => "cache_config",
         }
     }
-}
 
-impl From<redis::RedisError> for CacheError {
-    fn from(e: redis::RedisError) -> Self {
-        CacheError::Unavailable(e.to_string())
+    /// Whether the error says the server is unhealthy (contention does not: the server answered).
+    fn is_outage(&self) -> bool {
+        matches!(self, CacheError::Unavailable(_))
     }
 }
 
@@ -53,6 +64,46 @@ pub enum Put {
     Written,
     /// A newer object is stored; ours was dropped.
     KeptNewer,
+    /// The object was not sent: it does not fit the server's item size limit (memcached). Counted in
+    /// `mediafleet_cache_not_cached_total` and logged; readers get it from the DB.
+    NotCached,
+}
+
+/// One object of a batch write.
+#[derive(Debug, Clone, Copy)]
+pub struct PutItem<'a> {
+    /// The full key.
+    pub key: &'a str,
+    /// The JSON text.
+    pub json: &'a str,
+    /// The media version the object shows.
+    pub version: i64,
+    /// How long it lives.
+    pub ttl: Duration,
+}
+
+/// The server side of the media cache: raw keys, no deadlines, no health (the [`MediaCache`] around it does
+/// those). Every implementation passes `tests/cache_contract.rs`.
+#[async_trait]
+pub trait CacheBackend: Send + Sync + std::fmt::Debug {
+    /// "Redis" or "memcached", for logs.
+    fn name(&self) -> &'static str;
+    /// The stored text of `key`.
+    async fn get(&self, key: &str) -> Result<Option<String>, CacheError>;
+    /// Writes unless a *higher* version is stored (equal versions are rewritten: a TTL refresh).
+    async fn put(&self, item: PutItem<'_>) -> Result<Put, CacheError>;
+    /// [`CacheBackend::put`] for many objects in as few round trips as the server allows.
+    async fn put_many(&self, items: &[PutItem<'_>]) -> Result<Vec<Put>, CacheError>;
+    /// Stores `token` at `key` for `ttl` unless the key exists. True when we got it.
+    async fn add_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError>;
+    /// Whether `key` exists.
+    async fn exists(&self, key: &str) -> Result<bool, CacheError>;
+    /// Deletes `key` only while it still holds `token` (atomically).
+    async fn release_lock(&self, key: &str, token: &str) -> Result<(), CacheError>;
+    /// Deletes `key`.
+    async fn delete(&self, key: &str) -> Result<(), CacheError>;
+    /// Checks every server answers.
+    async fn ping(&self) -> Result<(), CacheError>;
 }
 
 /// Up/down, for readiness and for logging only the transitions.
@@ -62,10 +113,27 @@ struct Health {
     last_error: Mutex<Option<String>>,
 }
 
-/// The Redis media object cache. Cheap to clone (one multiplexed connection shared by all clones).
+/// `mediafleet_cache_not_cached_total{reason}`: objects the cache refused to hold (registered in the
+/// process-wide registry that `--metrics-listen` serves).
+pub static NOT_CACHED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    let c = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "mediafleet_cache_not_cached_total",
+            "Media objects not written to the cache, by reason (too_large: over the item size limit)",
+        ),
+        &["reason"],
+    )
+    .expect("valid counter definition");
+    let _ = crate::scale::metrics::METRICS
+        .registry
+        .register(Box::new(c.clone()));
+    c
+});
+
+/// The media object cache. Cheap to clone (connections are shared by all clones).
 #[derive(Clone)]
 pub struct MediaCache {
-    conn: ConnectionManager,
+    backend: Arc<dyn CacheBackend>,
     prefix: String,
     settings: CacheSettings,
     health: Arc<Health>,
@@ -74,6 +142,7 @@ pub struct MediaCache {
 impl std::fmt::Debug for MediaCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MediaCache")
+            .field("backend", &self.backend)
             .field("prefix", &self.prefix)
             .field("settings", &self.settings)
             .finish_non_exhaustive()
@@ -90,28 +159,41 @@ impl MediaCache {
         match url {
             CacheUrl::None => Ok(None),
             CacheUrl::Redis(u) => Self::redis(u, prefix, settings).map(Some),
+            CacheUrl::Memcached(servers) => {
+                let backend = memcached::Memcached::new(servers, &settings)?;
+                memcached::check_prefix(prefix)?;
+                Ok(Some(Self::with_backend(
+                    Arc::new(backend),
+                    prefix,
+                    settings,
+                )))
+            }
         }
     }
 
     /// A cache on the Redis at `url`.
     pub fn redis(url: &str, prefix: &str, settings: CacheSettings) -> Result<Self, CacheError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| CacheError::Config(format!("--cache {url}: {e}")))?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.op_timeout))
-            .set_response_timeout(Some(settings.op_timeout))
-            // Reconnects are retried by the manager in the background; callers never wait for them.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = client
-            .get_connection_manager_lazy(cfg)
-            .map_err(|e| CacheError::Config(format!("--cache {url}: {e}")))?;
-        Ok(MediaCache {
-            conn,
+        let backend = redis::Redis::new(url, &settings)?;
+        Ok(Self::with_backend(Arc::new(backend), prefix, settings))
+    }
+
+    /// A cache on any backend.
+    pub fn with_backend(
+        backend: Arc<dyn CacheBackend>,
+        prefix: &str,
+        settings: CacheSettings,
+    ) -> Self {
+        MediaCache {
+            backend,
             prefix: prefix.to_owned(),
             settings,
             health: Arc::default(),
-        })
+        }
+    }
+
+    /// "Redis" or "memcached".
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
     }
 
     /// The key of a media object: `{prefix}:media:{id}`.
@@ -145,14 +227,13 @@ impl MediaCache {
         }
     }
 
-    /// Runs one Redis call under the deadline and records health transitions.
+    /// Runs one backend call under the deadline and records health transitions.
     async fn call<T, F>(&self, what: &'static str, fut: F) -> Result<T, CacheError>
     where
-        F: std::future::Future<Output = redis::RedisResult<T>>,
+        F: std::future::Future<Output = Result<T, CacheError>>,
     {
         let r = match tokio::time::timeout(self.settings.op_timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(CacheError::from(e)),
+            Ok(r) => r,
             Err(_) => Err(CacheError::Unavailable(format!(
                 "{what}: no answer within {:?}",
                 self.settings.op_timeout
@@ -161,41 +242,40 @@ impl MediaCache {
         match &r {
             Ok(_) => {
                 if self.health.down.swap(false, Ordering::Relaxed) {
-                    info!("cache is back; reads are served from Redis again");
+                    info!(
+                        backend = self.backend.name(),
+                        "cache is back; reads are served from it again"
+                    );
                 }
             }
-            Err(e) => {
+            Err(e) if e.is_outage() => {
                 if let Ok(mut last) = self.health.last_error.lock() {
                     *last = Some(e.to_string());
                 }
                 if !self.health.down.swap(true, Ordering::Relaxed) {
-                    warn!(error = %e, "cache degraded: serving from the database until Redis answers");
+                    warn!(backend = self.backend.name(), error = %e, "cache degraded: serving from the database until it answers");
                 }
             }
+            Err(_) => {}
         }
         r
     }
 
     /// The stored JSON of a media object, if any.
     pub async fn get(&self, id: &str) -> Result<Option<String>, CacheError> {
-        let mut c = self.conn.clone();
         let key = self.key(id);
-        self.call("GET", async move {
-            redis::cmd("GET").arg(key).query_async(&mut c).await
-        })
-        .await
+        self.call("get", self.backend.get(&key)).await
     }
 
-    fn ttl_ms(&self, is_final: bool) -> u64 {
-        let ttl = if is_final {
+    fn ttl(&self, is_final: bool) -> Duration {
+        if is_final {
             self.settings.ttl
         } else {
             self.settings.pending_ttl
-        };
-        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+        }
     }
 
-    /// Writes an object unless a newer version is stored (atomic, in Lua).
+    /// Writes an object unless a newer version is stored.
     pub async fn put(
         &self,
         id: &str,
@@ -203,20 +283,18 @@ impl MediaCache {
         version: i64,
         is_final: bool,
     ) -> Result<Put, CacheError> {
-        let mut c = self.conn.clone();
-        let mut inv = scripts::PUT_IF_NOT_OLDER.prepare_invoke();
-        inv.key(self.key(id))
-            .arg(json)
-            .arg(version)
-            .arg(self.ttl_ms(is_final));
-        let n: i64 = self
-            .call("EVALSHA put", async move { inv.invoke_async(&mut c).await })
-            .await?;
-        Ok(if n == 1 { Put::Written } else { Put::KeptNewer })
+        let key = self.key(id);
+        let item = PutItem {
+            key: &key,
+            json,
+            version,
+            ttl: self.ttl(is_final),
+        };
+        self.call("guarded put", self.backend.put(item)).await
     }
 
-    /// Writes many objects in one pipeline, each under the version guard. Items are
-    /// `(id, json, version, is_final)`.
+    /// Writes many objects in as few round trips as the backend allows, each under the version guard.
+    /// Items are `(id, json, version, is_final)`.
     pub async fn put_many(
         &self,
         items: &[(&str, &str, i64, bool)],
@@ -224,96 +302,55 @@ impl MediaCache {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut c = self.conn.clone();
-        // Pipelined EVALSHA does not load the script on NOSCRIPT: load it first (idempotent, cheap).
-        let script = &*scripts::PUT_IF_NOT_OLDER;
-        self.call("SCRIPT LOAD", script.load_async(&mut c)).await?;
-        let mut pipe = redis::pipe();
-        for (id, json, version, is_final) in items {
-            pipe.invoke_script(
-                script
-                    .key(self.key(id))
-                    .arg(*json)
-                    .arg(*version)
-                    .arg(self.ttl_ms(*is_final)),
-            );
-        }
-        let n: Vec<i64> = self
-            .call(
-                "pipeline put",
-                async move { pipe.query_async(&mut c).await },
-            )
-            .await?;
-        Ok(n.into_iter()
-            .map(|n| if n == 1 { Put::Written } else { Put::KeptNewer })
-            .collect())
+        let keys: Vec<String> = items.iter().map(|(id, ..)| self.key(id)).collect();
+        let batch: Vec<PutItem<'_>> = items
+            .iter()
+            .zip(&keys)
+            .map(|((_, json, version, is_final), key)| PutItem {
+                key,
+                json,
+                version: *version,
+                ttl: self.ttl(*is_final),
+            })
+            .collect();
+        self.call("batched put", self.backend.put_many(&batch))
+            .await
     }
 
-    /// Takes the fill lock of a media for `lock_ttl` (`SET NX PX`). Returns our token when we got it.
+    /// Takes the fill lock of a media for `lock_ttl`. Returns our token when we got it.
     pub async fn try_lock(&self, id: &str) -> Result<Option<String>, CacheError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut c = self.conn.clone();
-        let (key, tok) = (self.lock_key(id), token.clone());
-        let ms = u64::try_from(self.settings.lock_ttl.as_millis()).unwrap_or(u64::MAX);
-        let ok: Option<String> = self
-            .call("SET NX", async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(tok)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ms.max(1))
-                    .query_async(&mut c)
-                    .await
-            })
+        let key = self.lock_key(id);
+        let got = self
+            .call(
+                "lock",
+                self.backend.add_lock(&key, &token, self.settings.lock_ttl),
+            )
             .await?;
-        Ok(ok.map(|_| token))
+        Ok(got.then_some(token))
     }
 
     /// Whether some reader holds the fill lock of a media.
     pub async fn is_locked(&self, id: &str) -> Result<bool, CacheError> {
-        let mut c = self.conn.clone();
         let key = self.lock_key(id);
-        self.call("EXISTS", async move {
-            redis::cmd("EXISTS").arg(key).query_async(&mut c).await
-        })
-        .await
+        self.call("lock check", self.backend.exists(&key)).await
     }
 
     /// Releases the fill lock if `token` still holds it.
     pub async fn unlock(&self, id: &str, token: &str) -> Result<(), CacheError> {
-        let mut c = self.conn.clone();
-        let mut inv = scripts::UNLOCK.prepare_invoke();
-        inv.key(self.lock_key(id)).arg(token);
-        let _: i64 = self
-            .call(
-                "EVALSHA unlock",
-                async move { inv.invoke_async(&mut c).await },
-            )
-            .await?;
-        Ok(())
+        let key = self.lock_key(id);
+        self.call("unlock", self.backend.release_lock(&key, token))
+            .await
     }
 
     /// Removes a media object (e.g. when its row is gone).
     pub async fn delete(&self, id: &str) -> Result<(), CacheError> {
-        let mut c = self.conn.clone();
         let key = self.key(id);
-        let _: i64 = self
-            .call("DEL", async move {
-                redis::cmd("DEL").arg(key).query_async(&mut c).await
-            })
-            .await?;
-        Ok(())
+        self.call("delete", self.backend.delete(&key)).await
     }
 
     /// Readiness probe.
     pub async fn ping(&self) -> Result<(), CacheError> {
-        let mut c = self.conn.clone();
-        let _: String = self
-            .call("PING", async move {
-                redis::cmd("PING").query_async(&mut c).await
-            })
-            .await?;
-        Ok(())
+        self.call("ping", self.backend.ping()).await
     }
 }

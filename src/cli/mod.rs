@@ -1,6 +1,7 @@
 //! The `mediafleet` command line. Each subcommand lives in its own file; this is the only layer that uses
 //! `anyhow`. Logs go to stderr; JSON answers to stdout.
 
+mod bench_cache;
 mod bench_image;
 mod bench_queue;
 mod bench_video;
@@ -64,6 +65,9 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchAction {
+    /// The media cache on memcached against Redis: `ops warm --all` objects/s on the same seeded media, and
+    /// GET round trips from this host.
+    Cache(bench_cache::BenchCacheArgs),
     /// Image renditions (thumb + preview from one decode) against `vipsthumbnail` run once per size.
     Image(bench_image::BenchImageArgs),
     /// No-op jobs (with one Postgres write each) through every queue backend, against raw lapin and
@@ -75,7 +79,7 @@ enum BenchAction {
 
 #[derive(Debug, Subcommand)]
 enum OpsAction {
-    /// Rebuild media objects in the cache (after a Redis flush or a schema change), with a resume point.
+    /// Rebuild media objects in the cache (after a flush or a schema change), with a resume point.
     Warm(ops_warm::WarmArgs),
     /// API keys: create, list, revoke.
     Keys {
@@ -159,6 +163,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             action: BenchAction::Queue(a),
         } => bench_queue::run(a).await,
+        Command::Bench {
+            action: BenchAction::Cache(a),
+        } => bench_cache::run(a).await,
         Command::Bench { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -28,7 +28,7 @@ pub struct WarmArgs {
     /// Just these media ids.
     #[arg(long, value_delimiter = ',', value_name = "ID,…")]
     ids: Vec<String>,
-    /// Media per DB read and Redis pipeline.
+    /// Media per DB read and cache batch (Redis pipeline, memcached gets + pipelined writes).
     #[arg(long, default_value_t = 500)]
     batch: usize,
     /// Most objects per second (0: no limit), to spare the primary DB during a rebuild.
@@ -117,7 +117,9 @@ impl Progress {
 /// Runs `ops warm`.
 pub async fn run(s: Settings, a: WarmArgs) -> anyhow::Result<()> {
     let cache = super::serve::cache(&s)?.ok_or_else(|| {
-        anyhow::anyhow!("ops warm needs a cache: pass --cache redis://host:6379/0")
+        anyhow::anyhow!(
+            "ops warm needs a cache: pass --cache redis://host:6379/0 or memcached://host:11211[,host2:11211]"
+        )
     })?;
     cache
         .ping()
@@ -170,13 +172,14 @@ pub async fn run(s: Settings, a: WarmArgs) -> anyhow::Result<()> {
         last: started - Duration::from_secs(10),
         tty: std::io::stderr().is_terminal(),
     };
-    let (mut written, mut kept_newer, mut this_run) = (0u64, 0u64, 0u64);
+    let (mut written, mut kept_newer, mut not_cached, mut this_run) = (0u64, 0u64, 0u64, 0u64);
     loop {
         let page = records.scope_page(&scope, after.as_deref(), batch).await?;
         let Some(last_id) = page.next else { break };
         let counts = warm_page(&cache, &page.rows, s.public_url.as_deref()).await?;
         written += counts.written;
         kept_newer += counts.kept_newer;
+        not_cached += counts.not_cached;
         this_run += page.rows.len() as u64;
         done += page.rows.len() as u64;
         save_checkpoint(
@@ -205,6 +208,7 @@ pub async fn run(s: Settings, a: WarmArgs) -> anyhow::Result<()> {
         "objects": this_run,
         "written": written,
         "kept_newer": kept_newer,
+        "not_cached": not_cached,
         "resumed_from": resumed.map(|c| c.after),
         "seconds": (secs * 1000.0).round() / 1000.0,
         "objects_per_second": if secs > 0.0 { (this_run as f64 / secs).round() } else { 0.0 },

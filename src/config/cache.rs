@@ -1,4 +1,5 @@
-//! Cache knobs: how long media objects live in Redis, and how the read path fills a miss.
+//! Cache knobs: how long media objects live in the cache (Redis or memcached), and how the read path fills a
+//! miss.
 
 use std::time::Duration;
 
@@ -16,8 +17,12 @@ pub struct CacheSettings {
     /// Life of the single-flight fill lock (`SET NX`): the longest other readers wait for one DB read
     /// before they read the DB themselves.
     pub lock_ttl: Duration,
-    /// Longest any one Redis call may take before the cache counts as down for that request.
+    /// Longest any one cache call may take before the cache counts as down for that request.
     pub op_timeout: Duration,
+    /// memcached only: the server's item size limit (`memcached -I`, default 1 MiB). An object whose item
+    /// (key, value and memcached's per-item overhead) would exceed it is not sent: it is counted
+    /// (`mediafleet_cache_not_cached_total{reason="too_large"}`), logged, and served from the DB.
+    pub max_item_bytes: usize,
 }
 
 impl Default for CacheSettings {
@@ -27,6 +32,7 @@ impl Default for CacheSettings {
             pending_ttl: Duration::from_secs(5),
             lock_ttl: Duration::from_secs(3),
             op_timeout: Duration::from_millis(500),
+            max_item_bytes: 1024 * 1024,
         }
     }
 }
@@ -47,6 +53,9 @@ pub struct CacheFile {
     /// See [`CacheSettings::op_timeout`].
     #[serde(default, with = "humantime_serde")]
     pub op_timeout: Option<Duration>,
+    /// See [`CacheSettings::max_item_bytes`] (bytes, e.g. 1048576; match the servers' `-I`).
+    #[serde(default)]
+    pub max_item_bytes: Option<usize>,
 }
 
 impl CacheFile {
@@ -58,6 +67,7 @@ impl CacheFile {
             pending_ttl: self.pending_ttl.unwrap_or(d.pending_ttl),
             lock_ttl: self.lock_ttl.unwrap_or(d.lock_ttl),
             op_timeout: self.op_timeout.unwrap_or(d.op_timeout),
+            max_item_bytes: self.max_item_bytes.unwrap_or(d.max_item_bytes),
         }
     }
 }

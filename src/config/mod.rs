@@ -20,7 +20,7 @@ pub use cache::{CacheFile, CacheSettings};
 pub use file::{FileConfig, RabbitFile, WorkerFile};
 pub use scaling::{ClassScaling, ClassScalingFile, ScalingFile, ScalingSettings};
 pub use uploads::{AuthFile, RenditionAccess, UploadSettings, UploadsFile, WebhooksFile};
-pub use urls::{CacheUrl, DbUrl, QueueUrl, StorageUrl};
+pub use urls::{CacheUrl, DbUrl, MemcachedServer, QueueUrl, StorageUrl};
 
 /// Flags shared by every subcommand that touches a backend.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -40,7 +40,7 @@ pub struct CommonArgs {
     /// Read-replica database URL for reads on the hot path.
     #[arg(long, env = "MEDIAFLEET_DB_READ", global = true)]
     pub db_read: Option<String>,
-    /// Cache URL: redis://host:6379/0, or none.
+    /// Cache URL: redis://host:6379/0, memcached://host:11211[,host2:11211,…], or none.
     #[arg(long, env = "MEDIAFLEET_CACHE", global = true)]
     pub cache: Option<String>,
     /// Life of a cached media object whose media has ended, e.g. 24h (default 7d).

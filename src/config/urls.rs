@@ -40,13 +40,37 @@ pub enum CacheUrl {
     None,
     /// Redis.
     Redis(String),
+    /// A memcached pool (`memcached://host:11211[,host2:11211…]`), in the order given: keys are spread with
+    /// libmemcached's weighted ketama, like PHP's `Memcached` with `OPT_LIBKETAMA_COMPATIBLE`.
+    Memcached(Vec<MemcachedServer>),
+}
+
+/// One server of a memcached pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemcachedServer {
+    /// Host name or IP address as written (IPv6 without brackets). It is part of the ketama points, so it
+    /// must be spelled exactly as the PHP side passes it to `addServer`.
+    pub host: String,
+    /// TCP port (default 11211).
+    pub port: u16,
+}
+
+impl MemcachedServer {
+    /// `host:port` for connecting (`[v6]:port` for IPv6).
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 const QUEUE_FORMS: &str =
     "amqp://user:pass@host:5672/vhost, sqs://?endpoint=http://127.0.0.1:5055&region=us-east-1, embedded";
 const STORAGE_FORMS: &str = "s3://BUCKET?endpoint=…&region=…&path_style=true, file:///abs/dir";
 const DB_FORMS: &str = "postgres://user@host:5432/db, sqlite:///abs/file.db";
-const CACHE_FORMS: &str = "redis://host:6379/0, none";
+const CACHE_FORMS: &str = "redis://host:6379/0, memcached://host:11211[,host2:11211,…], none";
 
 fn bad(flag: &str, value: &str, forms: &str, why: &str) -> String {
     format!("{flag}: {why} {value:?}; accepted forms: {forms}")
@@ -145,8 +169,76 @@ impl CacheUrl {
             Url::parse(s).map_err(|_| bad("--cache", s, CACHE_FORMS, "not a URL:"))?;
             return Ok(CacheUrl::Redis(s.to_owned()));
         }
+        if let Some(list) = s.strip_prefix("memcached://") {
+            return parse_memcached(s, list).map(CacheUrl::Memcached);
+        }
         Err(bad("--cache", s, CACHE_FORMS, "unsupported cache URL"))
     }
+}
+
+/// `host[:port],host[:port]…` after `memcached://` (an optional trailing `/` is allowed; no user, path or
+/// query: memcached has no database numbers and this client no options in the URL).
+fn parse_memcached(whole: &str, list: &str) -> Result<Vec<MemcachedServer>, String> {
+    let list = list.strip_suffix('/').unwrap_or(list);
+    let mut out: Vec<MemcachedServer> = Vec::new();
+    for part in list.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(bad("--cache", whole, CACHE_FORMS, "empty server in"));
+        }
+        if part.contains(['/', '?', '@', '#']) || part.chars().any(char::is_whitespace) {
+            return Err(bad(
+                "--cache",
+                whole,
+                CACHE_FORMS,
+                "memcached servers are host:port, got",
+            ));
+        }
+        let (host, port) = if let Some(rest) = part.strip_prefix('[') {
+            let (h, tail) = rest
+                .split_once(']')
+                .ok_or_else(|| bad("--cache", whole, CACHE_FORMS, "unclosed [ in"))?;
+            (h, tail.strip_prefix(':'))
+        } else {
+            match part.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h, Some(p)),
+                Some(_) => {
+                    return Err(bad(
+                        "--cache",
+                        whole,
+                        CACHE_FORMS,
+                        "IPv6 hosts need [brackets] in",
+                    ))
+                }
+                None => (part, None),
+            }
+        };
+        let port = match port {
+            None => 11211,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad("--cache", whole, CACHE_FORMS, "bad port in"))?,
+        };
+        if host.is_empty() {
+            return Err(bad("--cache", whole, CACHE_FORMS, "host missing in"));
+        }
+        let server = MemcachedServer {
+            host: host.to_owned(),
+            port,
+        };
+        if out.contains(&server) {
+            return Err(bad(
+                "--cache",
+                whole,
+                CACHE_FORMS,
+                "a server is listed twice in",
+            ));
+        }
+        out.push(server);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -192,5 +284,42 @@ mod tests {
             .starts_with("--db:"));
         assert_eq!(CacheUrl::parse("none"), Ok(CacheUrl::None));
         assert!(CacheUrl::parse("memcache://x").is_err());
+    }
+
+    #[test]
+    fn memcached_urls() {
+        let m = |h: &str, port| MemcachedServer {
+            host: h.into(),
+            port,
+        };
+        assert_eq!(
+            CacheUrl::parse("memcached://127.0.0.1:11211"),
+            Ok(CacheUrl::Memcached(vec![m("127.0.0.1", 11211)]))
+        );
+        assert_eq!(
+            CacheUrl::parse("memcached://cache-a,cache-b:11212,[::1]:11213/"),
+            Ok(CacheUrl::Memcached(vec![
+                m("cache-a", 11211),
+                m("cache-b", 11212),
+                m("::1", 11213)
+            ]))
+        );
+        assert_eq!(m("::1", 11213).addr(), "[::1]:11213");
+        for bad in [
+            "memcached://",
+            "memcached://a,,b",
+            "memcached://a:0",
+            "memcached://a:x",
+            "memcached://a:1,a:1",
+            "memcached://u@a:1",
+            "memcached://a:1/0",
+            "memcached://::1",
+        ] {
+            let err = CacheUrl::parse(bad).unwrap_err();
+            assert!(
+                err.starts_with("--cache:") && err.contains("memcached://") && !err.contains('\n'),
+                "{bad}: {err}"
+            );
+        }
     }
 }

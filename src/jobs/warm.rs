@@ -33,6 +33,10 @@ pub(super) async fn warm(
             info!(media_id = %id, version = job.version, "cache holds a newer object; kept it");
             Ok(Done::Skipped)
         }
+        Ok(Warmed::NotCached) => {
+            info!(media_id = %id, "media object over the cache's item size limit; readers get it from the database");
+            Ok(Done::Skipped)
+        }
         Ok(Warmed::Missing) => {
             info!(media_id = %id, "media is gone; removed its object");
             Ok(Done::Completed)

@@ -12,7 +12,7 @@ pub enum WarmError {
     /// The database could not answer.
     #[error(transparent)]
     Db(#[from] DbError),
-    /// Redis could not answer.
+    /// The cache could not answer.
     #[error(transparent)]
     Cache(#[from] CacheError),
 }
@@ -26,6 +26,8 @@ pub enum Warmed {
     KeptNewer,
     /// The media no longer exists; its key was removed.
     Missing,
+    /// The object is over the cache's item size limit (memcached); counted and logged, not cached.
+    NotCached,
 }
 
 /// Assembles one media from the primary and writes it under the version guard.
@@ -44,6 +46,7 @@ pub async fn warm_one(
         match cache.put(id, &obj.json, obj.version, obj.is_final).await? {
             Put::Written => Warmed::Written(obj.version),
             Put::KeptNewer => Warmed::KeptNewer,
+            Put::NotCached => Warmed::NotCached,
         },
     )
 }
@@ -55,9 +58,12 @@ pub struct PageWarmed {
     pub written: u64,
     /// Objects skipped because the cache held a newer version.
     pub kept_newer: u64,
+    /// Objects over the cache's item size limit (memcached), not cached.
+    pub not_cached: u64,
 }
 
-/// Writes a page of already-read rows in one Redis pipeline.
+/// Writes a page of already-read rows in one batch (a Redis pipeline; per memcached server one `gets` and
+/// one pipelined write).
 pub async fn warm_page(
     cache: &MediaCache,
     rows: &[(MediaRow, Vec<RenditionRow>)],
@@ -76,6 +82,7 @@ pub async fn warm_page(
         match p {
             Put::Written => out.written += 1,
             Put::KeptNewer => out.kept_newer += 1,
+            Put::NotCached => out.not_cached += 1,
         }
     }
     Ok(out)
