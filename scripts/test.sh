@@ -9,5 +9,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mediafleet-target}"
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
-cargo build --bins
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# The same feature set as the test run below (workspace members and dev-dependencies unified), so nothing is
+# compiled twice; both binaries must exist because tests spawn them.
+cargo build --workspace --bins --tests
 cargo nextest run --workspace --no-fail-fast "$@"
