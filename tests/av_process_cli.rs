@@ -139,9 +139,11 @@ async fn the_sandbox_kills_a_child_at_its_deadline() {
     let before = files(out.path());
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(files(out.path()), before);
-    // It reported progress on the way (poster done: at least 5 %).
+    // What it reported on the way is a fraction that only grows. (How far it got in 1.5 s depends on the
+    // machine's load, so no minimum is asserted here; the run below must reach 1.)
     let seen = seen.lock().unwrap().clone();
-    assert!(seen.iter().any(|p| *p >= 0.05), "{seen:?}");
+    assert!(seen.iter().all(|p| (0.0..=1.0).contains(p)), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
 
     // With time enough, the same run ends ready with progress at 1.
     let out = tempfile::tempdir().unwrap();
