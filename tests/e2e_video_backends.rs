@@ -75,6 +75,10 @@ async fn run_cases(base: &str) -> Vec<String> {
     ids
 }
 
+/// A media's attempts, on either engine (cache warms aside: they are not media work).
+const ATTEMPTS_SQL: &str = "SELECT kind, attempt, outcome, error_message FROM job_attempts \
+    WHERE media_id = $1 AND kind <> 'cache.warm' ORDER BY started_at";
+
 /// Every attempt row of these media: (kind, attempt, outcome, error).
 type AttemptRow = (String, i64, Option<String>, Option<String>);
 
@@ -100,14 +104,11 @@ async fn pg_attempts(db: &str, ids: &[String]) -> Vec<AttemptRow> {
     let mut conn = sqlx::PgConnection::connect(db).await.unwrap();
     let mut out = Vec::new();
     for id in ids {
-        let rows: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT kind, attempt, outcome, error_message FROM job_attempts WHERE media_id = $1 \
-             AND kind <> 'cache.warm' ORDER BY started_at",
-        )
-        .bind(id)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+        let rows: Vec<AttemptRow> = sqlx::query_as(ATTEMPTS_SQL)
+            .bind(id)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
         out.extend(rows);
     }
     out
@@ -164,14 +165,11 @@ async fn video_on_embedded_sqlite_every_job_first_attempt() {
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let mut rows = Vec::new();
     for id in &ids {
-        let r: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT kind, attempt, outcome, error_message FROM job_attempts WHERE media_id = $1 \
-             AND kind <> 'cache.warm' ORDER BY started_at",
-        )
-        .bind(id)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+        let r: Vec<AttemptRow> = sqlx::query_as(ATTEMPTS_SQL)
+            .bind(id)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
         rows.extend(r);
     }
     assert_first_attempts(&rows, ids.len());
