@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what mediafleet needs to build and test, when it is missing. Safe to run again.
-# Debian/Ubuntu only (apt). Rust itself must already be installed (rustup; stable ≥ 1.85).
+# Debian/Ubuntu only (apt). Rust itself must already be installed (rustup; stable ≥ 1.89).
 set -euo pipefail
 
 # libde265-dev and g++: HEIC input (libheif-sys's `embedded-libheif` builds libheif 1.23, C++, with cmake and

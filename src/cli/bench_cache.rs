@@ -228,14 +228,14 @@ async fn bench(
     }
     // GETs from the last run's keys of each side.
     let mut gets = Vec::new();
-    for s in 0..2 {
+    for (s, (_, url)) in sides.iter().enumerate() {
         let prefix = &prefixes
             .iter()
             .rev()
             .find(|(i, _)| *i == s)
             .expect("a run")
             .1;
-        let c = cache(sides[s].1, prefix)?;
+        let c = cache(url, prefix)?;
         gets.push(time_gets(&c, &ids, a.gets).await?);
     }
     for (s, prefix) in &prefixes {
