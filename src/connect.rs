@@ -1,5 +1,6 @@
 //! Builds the backends a [`Settings`] names.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{QueueUrl, Settings, StorageUrl};
@@ -14,6 +15,16 @@ use crate::storage::{SharedStore, StoreError};
 
 /// Connects the queue. `prefetch` bounds unacked RabbitMQ deliveries per consumer.
 pub async fn queue(s: &Settings, prefetch: u16) -> Result<SharedQueue, QueueError> {
+    queue_with(s, prefetch, BTreeMap::new()).await
+}
+
+/// [`queue`] with a RabbitMQ prefetch per class (a worker's concurrency of that class), so a class never
+/// holds more messages than it can run; classes not named get `prefetch`.
+pub async fn queue_with(
+    s: &Settings,
+    prefetch: u16,
+    class_prefetch: BTreeMap<String, u16>,
+) -> Result<SharedQueue, QueueError> {
     Ok(match &s.queue {
         QueueUrl::Embedded => Arc::new(
             EmbeddedQueue::open(
@@ -31,6 +42,7 @@ pub async fn queue(s: &Settings, prefetch: u16) -> Result<SharedQueue, QueueErro
                 url: url.clone(),
                 prefix: s.prefix.clone(),
                 prefetch: prefetch.max(1),
+                class_prefetch,
                 retry_tiers: s.rabbit.retry_tiers.clone(),
                 delivery_limit: s.rabbit.delivery_limit,
                 management_url: s.rabbit.management_url.clone(),
@@ -49,7 +61,16 @@ pub async fn queue(s: &Settings, prefetch: u16) -> Result<SharedQueue, QueueErro
 
 /// Connects the queue and declares the standard classes (idempotent).
 pub async fn queue_declared(s: &Settings, prefetch: u16) -> Result<SharedQueue, QueueError> {
-    let q = queue(s, prefetch).await?;
+    queue_declared_with(s, prefetch, BTreeMap::new()).await
+}
+
+/// [`queue_declared`] with a prefetch per class (see [`queue_with`]).
+pub async fn queue_declared_with(
+    s: &Settings,
+    prefetch: u16,
+    class_prefetch: BTreeMap<String, u16>,
+) -> Result<SharedQueue, QueueError> {
+    let q = queue_with(s, prefetch, class_prefetch).await?;
     q.declare(&standard_classes()).await?;
     Ok(q)
 }

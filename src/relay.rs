@@ -9,6 +9,12 @@
 //! 3. expires direct uploads never completed (aborts the multipart upload, deletes the object, marks the
 //!    media `deleted`), and purges rows sent more than a day ago.
 //!
+//! Publishing and the sweeps (2 and 3) run as two tasks: a sweep waits on S3 and the DB, and one hung call
+//! there must never stop jobs from reaching the queue. A publish that fails because the broker is unavailable
+//! is retried with backoff for as long as that lasts; one that fails for a reason of the row's own (a refused
+//! or unroutable message) is parked after [`PARK_AFTER`] tries, with its error, and a media waiting on it is
+//! failed as `internal`, so nothing waits forever on a job that cannot be sent.
+//!
 //! The api wakes the relay right after it commits, so a job usually reaches the queue within milliseconds;
 //! the poll interval only bounds the delay for rows written elsewhere (workers, other processes).
 
@@ -16,21 +22,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mediafleet_proto::envelope::NotifyWebhook;
-use mediafleet_proto::{Envelope, Job};
+use mediafleet_proto::{Envelope, ErrorCode, Job, JobKind};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::db::{OutboxJob, Records};
-use crate::queue::{JobClass, SharedQueue};
+use crate::queue::{JobClass, QueueError, SharedQueue};
 use crate::storage::SharedStore;
 
 /// Rows claimed per round.
 const BATCH: i64 = 64;
 /// How long a claim holds a row (a publish takes milliseconds; this covers a stalled broker).
 const CLAIM_LEASE: Duration = Duration::from_secs(30);
-/// Sweeps run every this many rounds.
+/// Sweeps run every this many poll intervals.
 const SWEEP_EVERY: u32 = 5;
+/// Publish tries, for a reason other than a broker outage, before a row is parked.
+pub const PARK_AFTER: i64 = 10;
 
 /// What the relay needs.
 #[derive(Clone)]
@@ -61,7 +69,10 @@ impl Relay {
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         info!(interval = ?self.interval, "outbox relay running");
-        let mut round = 0u32;
+        let sweeper = {
+            let (relay, shutdown) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move { relay.run_sweeps(shutdown).await })
+        };
         loop {
             let busy = match self.publish_due().await {
                 Ok(n) => n as i64 == BATCH,
@@ -70,17 +81,28 @@ impl Relay {
                     false
                 }
             };
-            if round % SWEEP_EVERY == 0 {
-                self.sweep().await;
-            }
-            round = round.wrapping_add(1);
             if busy {
                 continue;
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+        let _ = sweeper.await;
+    }
+
+    /// The sweeps, every [`SWEEP_EVERY`] intervals, in a task of their own.
+    async fn run_sweeps(&self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.sweep() => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval * SWEEP_EVERY) => {}
             }
         }
     }
@@ -110,6 +132,12 @@ impl Relay {
                             warn!(outbox_id = %row.id, error = %e, "published but could not mark sent");
                         }
                     }
+                    Err(e)
+                        if !matches!(e, QueueError::Unavailable(_))
+                            && row.attempts >= PARK_AFTER =>
+                    {
+                        self.park(row, &e.to_string()).await;
+                    }
                     Err(e) => {
                         // Part of the batch may have gone out; all of it is published again (at-least-once).
                         let delay = publish_backoff(row.attempts);
@@ -123,6 +151,32 @@ impl Relay {
             }
         }
         Ok(rows.len())
+    }
+
+    /// Parks a row that keeps failing, and fails the media that waits on it.
+    async fn park(&self, row: &crate::db::OutboxRow, error: &str) {
+        error!(outbox_id = %row.id, class = %row.class, attempts = row.attempts, %error, "publish keeps failing; parking the outbox row");
+        if let Err(e) = self.records.park_outbox(&row.id, error).await {
+            warn!(outbox_id = %row.id, error = %e, "could not park; it will be tried again");
+            return;
+        }
+        crate::scale::metrics::outbox_parked();
+        let Ok(env) = Envelope::parse(row.body.as_bytes()) else {
+            return;
+        };
+        if matches!(
+            JobKind::parse(&env.kind),
+            Some(JobKind::MediaProcess | JobKind::MediaValidate)
+        ) {
+            let _ = self
+                .records
+                .fail(
+                    &env.media_id.to_string(),
+                    ErrorCode::Internal.as_str(),
+                    "its job could not be enqueued (parked in the outbox; see the api log)",
+                )
+                .await;
+        }
     }
 
     /// The announcement, expiry and purge sweeps; errors are logged and retried next time.
@@ -169,8 +223,19 @@ impl Relay {
         Ok(())
     }
 
-    async fn expire(&self) -> Result<(), crate::db::DbError> {
+    /// Expires direct uploads never completed. The row is claimed first (guarded on "still uncompleted"), then
+    /// the objects go, so a `complete` racing the sweep either wins and keeps its object, or finds the media
+    /// `deleted`; a failed removal is retried by the next sweep.
+    pub async fn expire(&self) -> Result<(), crate::db::DbError> {
         for (id, key, upload_id) in self.records.expired_uploads(BATCH).await? {
+            if !self
+                .records
+                .claim_expired_upload(&id, "the direct upload expired before it was completed")
+                .await?
+            {
+                debug!(media_id = %id, "completed before it could expire; kept");
+                continue;
+            }
             if let (Some(upload_id), Some(direct)) = (&upload_id, self.store.direct_uploads()) {
                 if let Err(e) = direct.abort_multipart(&key, upload_id).await {
                     warn!(media_id = %id, error = %e, "cannot abort an expired multipart upload; will retry");
@@ -181,17 +246,8 @@ impl Relay {
                 warn!(media_id = %id, error = %e, "cannot delete an expired upload; will retry");
                 continue;
             }
-            if self
-                .records
-                .mark_deleted(
-                    &id,
-                    Some("the direct upload expired before it was completed"),
-                )
-                .await?
-                .is_some()
-            {
-                info!(media_id = %id, "expired an upload that was never completed");
-            }
+            self.records.expired_upload_removed(&id).await?;
+            info!(media_id = %id, "expired an upload that was never completed");
         }
         Ok(())
     }

@@ -14,6 +14,9 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// Longest callback URL accepted (the URL is stored per media and sent with every announcement).
+pub const CALLBACK_URL_MAX: usize = 2048;
+
 /// Why a callback URL is refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum WebhookError {
@@ -52,11 +55,17 @@ impl WebhookPolicy {
         }
     }
 
-    /// Checks a URL's form and host against the allow-list (no DNS): what the api does at upload time.
+    /// Checks a URL's form, length and host against the allow-list (no DNS): what the api does at upload
+    /// time.
     pub fn check_url(&self, raw: &str) -> Result<url::Url, WebhookError> {
         let refuse = |m: &str| Err(WebhookError::Refused(m.to_owned()));
         if self.secret.is_none() {
             return refuse("webhooks are not configured on this server ([webhooks] secret)");
+        }
+        if raw.len() > CALLBACK_URL_MAX {
+            return Err(WebhookError::Refused(format!(
+                "callback URLs are at most {CALLBACK_URL_MAX} bytes"
+            )));
         }
         let url = url::Url::parse(raw).map_err(|e| WebhookError::Refused(format!("{e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -216,6 +225,12 @@ mod tests {
         assert!(p.check_url("https://hooks.example.com.evil.com/").is_err());
         assert!(p.check_url("ftp://hooks.example.com/").is_err());
         assert!(p.check_url("https://u:p@hooks.example.com/").is_err());
+        let long = format!("https://hooks.example.com/{}", "a".repeat(CALLBACK_URL_MAX));
+        assert!(p
+            .check_url(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("at most"));
     }
 
     #[test]

@@ -288,7 +288,7 @@ async fn ready_media() -> (Records, String) {
         .await
         .unwrap();
     records
-        .start_processing(&id, i64::MAX / 2)
+        .start_processing(&id, i64::MAX / 2, false)
         .await
         .unwrap()
         .unwrap();

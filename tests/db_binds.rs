@@ -7,7 +7,7 @@
 mod common;
 
 use mediafleet::config::DbUrl;
-use mediafleet::db::{DbError, NewMedia, Records, RenditionRow};
+use mediafleet::db::{DbError, NewMedia, OutboxJob, Records, RenditionRow};
 
 async fn records(url: DbUrl) -> Records {
     let r = Records::connect(&url, None).await.expect("connect");
@@ -53,12 +53,42 @@ async fn nullable_binds_round_trip(r: &Records) {
     {
         let id = format!("0193aaaa-0000-7000-8000-00000000000{i}");
         r.insert_media(&media(&id)).await.unwrap();
-        r.start_processing(&id, i64::MAX).await.unwrap().unwrap();
+        r.start_processing(&id, i64::MAX, true)
+            .await
+            .unwrap()
+            .unwrap();
         let first = rendition(&id, "poster", order[0]);
+        let follow = OutboxJob::transcode(uuid::Uuid::parse_str(&id).unwrap(), "k", "default");
         assert!(r
-            .keep_partial(&id, &meta, Some("bh"), None, &[first])
+            .keep_partial(
+                &id,
+                &meta,
+                Some("bh"),
+                None,
+                std::slice::from_ref(&first),
+                &follow
+            )
             .await
             .unwrap());
+        // A redelivered poster job: it cannot start the poster stage again, nor hand over a second time.
+        assert!(r
+            .start_processing(&id, i64::MAX, true)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!r
+            .keep_partial(&id, &meta, Some("bh"), None, &[first], &follow)
+            .await
+            .unwrap());
+        assert_eq!(
+            r.outbox_pending().await.unwrap(),
+            i as i64 + 1,
+            "one transcode job per video"
+        );
+        r.start_processing(&id, i64::MAX, false)
+            .await
+            .unwrap()
+            .expect("the transcode stage starts");
         let second = rendition(&id, "mp4-720", order[1]);
         let again = rendition(&id, "poster", order[0]);
         assert!(r

@@ -293,9 +293,16 @@ fn rabbitmq_conf_has_a_consumer_timeout_above_the_longest_job_and_management_ena
         timeout > job_timeout,
         "consumer_timeout {timeout:?} ≤ job_timeout {job_timeout:?}"
     );
+    // The longest job: a transcode of the longest video allowed, which gets the job timeout plus its
+    // per-media-second budget. A consumer_timeout below it closes the channel mid-job and runs it twice.
+    let longest = job_timeout
+        + Duration::from_secs_f64(
+            mediafleet_workers::Limits::default().video_seconds
+                * mediafleet::jobs::TRANSCODE_SECONDS_PER_MEDIA_SECOND,
+        );
     assert!(
-        timeout > Duration::from_secs(4 * 3600),
-        "above the 4 h video duration limit"
+        timeout > longest,
+        "consumer_timeout {timeout:?} ≤ the longest transcode's limit {longest:?}"
     );
     assert_eq!(get("management.tcp.port"), "15672");
     assert_eq!(get("load_definitions"), "/etc/rabbitmq/definitions.json");

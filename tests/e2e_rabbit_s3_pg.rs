@@ -54,6 +54,7 @@ async fn bad_json_reaches_the_dlq_with_its_reason() {
         url: amqp_url(),
         prefix: f.prefix.clone(),
         prefetch: 1,
+        class_prefetch: Default::default(),
         retry_tiers: vec![Duration::from_secs(1)],
         delivery_limit: 20,
         management_url: None,

@@ -41,6 +41,7 @@ impl Ns {
             url: url.to_owned(),
             prefix: self.prefix.clone(),
             prefetch,
+            class_prefetch: Default::default(),
             retry_tiers: self.tiers.clone(),
             delivery_limit: 20,
             management_url: None,
@@ -295,7 +296,9 @@ async fn the_broker_dead_letters_a_crash_loop_after_the_delivery_limit() {
     let mut counts = Vec::new();
     while let Some(d) = receive_n(&q, &c, 1, Duration::from_secs(2)).await.pop() {
         counts.push(d.delivery_count());
-        d.release().await.unwrap();
+        // Dropped without an outcome, as by a worker that dies mid-job: requeued, and counted (a drain's
+        // `release` is not counted; see `release_redelivers_at_once`).
+        drop(d);
         assert!(counts.len() <= 5, "never dead-lettered: {counts:?}");
     }
     assert_eq!(counts, [1, 2, 3]);
@@ -324,7 +327,8 @@ async fn release_redelivers_at_once() {
         .pop()
         .expect("redelivery");
     assert_eq!(d.body(), b"warm");
-    assert_eq!(d.delivery_count(), 2);
+    // Handed back by a drain, not failed: a fresh delivery that spends nothing of the delivery limit.
+    assert_eq!(d.delivery_count(), 1);
     d.ack().await.unwrap();
     ns.cleanup(&["cache"]).await;
 }

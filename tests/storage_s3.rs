@@ -292,3 +292,79 @@ async fn a_missing_bucket_is_refused_not_found() {
     ));
     assert!(s.ping().await.is_err());
 }
+
+/// A server that takes connections and answers `answer` (then nothing, ever), like a black-holed S3 or a
+/// proxy that stalls mid-body.
+async fn hung_server(answer: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(answer).await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+async fn store_at(endpoint: &str) -> S3Store {
+    let _ = store().await; // sets the dummy credentials and checks moto is up
+    let url = url::Url::parse(&format!(
+        "s3://hung-bucket?endpoint={endpoint}&timeout=1s&stall_timeout=1s"
+    ))
+    .unwrap();
+    S3Store::connect(S3Config::from_url(&url).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_black_holed_s3_fails_as_unavailable_within_its_timeouts() {
+    let s = store_at(&hung_server(b"").await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = file_with(dir.path(), "a", b"bytes");
+    let t0 = std::time::Instant::now();
+    let head = tokio::time::timeout(Duration::from_secs(60), s.head("p/a"))
+        .await
+        .expect("a hung HEAD returns");
+    assert!(matches!(head, Err(StoreError::Unavailable(_))), "{head:?}");
+    let put = tokio::time::timeout(
+        Duration::from_secs(60),
+        s.put_file("p/a", &src, "text/plain"),
+    )
+    .await
+    .expect("a hung PUT returns");
+    assert!(matches!(put, Err(StoreError::Unavailable(_))), "{put:?}");
+    let get = tokio::time::timeout(
+        Duration::from_secs(90),
+        s.get_to_file("p/a", &dir.path().join("out")),
+    )
+    .await
+    .expect("a hung GET returns");
+    assert!(matches!(get, Err(StoreError::Unavailable(_))), "{get:?}");
+    println!(
+        "three hung calls failed as unavailable in {:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_midway_fails_as_unavailable_and_leaves_no_file() {
+    let s = store_at(
+        &hung_server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: text/plain\r\n\r\n0123456789")
+            .await,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    let get = tokio::time::timeout(Duration::from_secs(90), s.get_to_file("p/a", &dest))
+        .await
+        .expect("a stalled body returns");
+    assert!(matches!(get, Err(StoreError::Unavailable(_))), "{get:?}");
+    assert!(!dest.exists(), "no partial file is left");
+}

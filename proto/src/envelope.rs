@@ -3,6 +3,12 @@
 //! Parsing happens in two steps. [`Envelope::parse`] checks the JSON and the version; [`Envelope::job`] turns
 //! the kind and payload into a typed [`Job`]. Each step fails with a [`ParseError`] whose message is stored as
 //! the dead-letter reason, so an operator can see exactly why a message was refused.
+//!
+//! # Compatibility during a rolling upgrade
+//! Fields are added, never renamed or removed, within one [`ENVELOPE_VERSION`]. A reader ignores fields it
+//! does not know, in the envelope and in every payload, so a worker one release behind takes messages from a
+//! newer producer. Unknown top-level fields are kept in [`Envelope::extra`] and written back on a retry, and
+//! the payload travels as raw JSON, so a message that passes through an older worker loses nothing.
 
 use std::collections::BTreeMap;
 
@@ -10,12 +16,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Envelope field: when the outage a job is waiting out began (RFC 3339); absent when it is not waiting one.
+pub const OUTAGE_SINCE: &str = "outage_since";
+/// Envelope field: how many times a job was sent back during the current outage.
+pub const OUTAGE_RETRIES: &str = "outage_retries";
+
 /// The envelope version this build writes and accepts.
 pub const ENVELOPE_VERSION: u32 = 1;
 
 /// One queue message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// Envelope format version; only [`ENVELOPE_VERSION`] is accepted.
     pub version: u32,
@@ -35,6 +45,9 @@ pub struct Envelope {
     /// Kind-specific payload; see [`Job`].
     #[serde(default)]
     pub payload: serde_json::Value,
+    /// Fields written by a newer producer that this build does not know; kept so a retry re-sends them.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// The job kinds this build understands.
@@ -79,7 +92,6 @@ impl JobKind {
 
 /// Payload of `media.process`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MediaProcess {
     /// Object-store key of the original.
     pub source_key: String,
@@ -109,7 +121,6 @@ fn default_profile() -> String {
 
 /// Payload of `cache.warm`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CacheWarm {
     /// The media version that triggered the warm; an older object never overwrites a newer one.
     pub version: i64,
@@ -117,7 +128,6 @@ pub struct CacheWarm {
 
 /// Payload of `media.validate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MediaValidate {
     /// Object-store key the client uploaded to.
     pub source_key: String,
@@ -130,7 +140,6 @@ pub struct MediaValidate {
 
 /// Payload of `notify.webhook`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NotifyWebhook {
     /// Where to POST the media object.
     pub url: String,
@@ -193,6 +202,7 @@ impl Envelope {
             enqueued_at: Utc::now(),
             trace: BTreeMap::new(),
             payload: payload.unwrap_or(serde_json::Value::Null),
+            extra: BTreeMap::new(),
         }
     }
 
@@ -242,12 +252,48 @@ impl Envelope {
         serde_json::to_vec(self).expect("an envelope always serialises")
     }
 
-    /// The same job, one attempt later (for a retry scheduled by us).
+    /// The same job, one attempt later (for a retry scheduled by us). An outage clock ends here: the job got
+    /// past the infrastructure this time.
     pub fn next_attempt(&self) -> Self {
-        Envelope {
+        let mut next = Envelope {
             attempt: self.attempt.saturating_add(1),
             ..self.clone()
-        }
+        };
+        next.extra.remove(OUTAGE_SINCE);
+        next.extra.remove(OUTAGE_RETRIES);
+        next
+    }
+
+    /// When the infrastructure outage this job is waiting out began, if it is waiting one out.
+    pub fn outage_since(&self) -> Option<DateTime<Utc>> {
+        self.extra
+            .get(OUTAGE_SINCE)
+            .and_then(|v| v.as_str())
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// How many times this job was sent back to wait out the current outage.
+    pub fn outage_retries(&self) -> u32 {
+        self.extra
+            .get(OUTAGE_RETRIES)
+            .and_then(|v| v.as_u64())
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// The same job and attempt, sent back to wait out an outage that began at `since`: infrastructure
+    /// failures spend the outage budget, never the media's attempts.
+    pub fn waiting_out_outage(&self, since: DateTime<Utc>) -> Self {
+        let mut next = self.clone();
+        next.extra.insert(
+            OUTAGE_SINCE.to_owned(),
+            serde_json::Value::String(since.to_rfc3339()),
+        );
+        next.extra.insert(
+            OUTAGE_RETRIES.to_owned(),
+            serde_json::Value::from(self.outage_retries().saturating_add(1)),
+        );
+        next
     }
 }
 
@@ -270,6 +316,25 @@ mod tests {
     }
 
     #[test]
+    fn an_outage_keeps_the_attempt_and_carries_its_clock() {
+        let env = Envelope::new(Uuid::now_v7(), &Job::CacheWarm(CacheWarm { version: 1 }));
+        assert_eq!(env.outage_since(), None);
+        let t0: DateTime<Utc> = "2026-12-02T07:00:00Z".parse().unwrap();
+        let w = Envelope::parse(&env.waiting_out_outage(t0).to_bytes()).unwrap();
+        let w =
+            Envelope::parse(&w.waiting_out_outage(w.outage_since().unwrap()).to_bytes()).unwrap();
+        assert_eq!(
+            (w.attempt, w.outage_since(), w.outage_retries()),
+            (1, Some(t0), 2)
+        );
+        let next = w.next_attempt();
+        assert_eq!(
+            (next.attempt, next.outage_since(), next.outage_retries()),
+            (2, None, 0)
+        );
+    }
+
+    #[test]
     fn refusals_say_why() {
         assert!(matches!(
             Envelope::parse(b"{nope"),
@@ -287,5 +352,42 @@ mod tests {
         env.kind = "media.process".into();
         let parsed = Envelope::parse(&env.to_bytes()).unwrap();
         assert!(matches!(parsed.job(), Err(ParseError::BadPayload { .. })));
+    }
+
+    /// A message from a newer producer: a new envelope field and a new payload field. This build takes it,
+    /// and a retry it schedules carries both fields on.
+    #[test]
+    fn newer_producers_fields_are_tolerated_and_kept() {
+        let body = br#"{"version":1,"job_id":"0192b3a4-0000-7000-8000-000000000000","kind":"media.process",
+            "media_id":"0192b3a4-0000-7000-8000-000000000001","attempt":1,
+            "enqueued_at":"2026-12-02T00:00:00Z","priority":"bulk",
+            "payload":{"source_key":"o/x","profile":"default","stage":"poster","checksum":"abc"}}"#;
+        let env = Envelope::parse(body).expect("an unknown field is not a refusal");
+        assert_eq!(env.extra.get("priority"), Some(&serde_json::json!("bulk")));
+        let Job::MediaProcess(p) = env.job().expect("an unknown payload field is ignored") else {
+            panic!("kind")
+        };
+        assert_eq!(p.stage, Some(Stage::Poster));
+        let again: serde_json::Value =
+            serde_json::from_slice(&env.next_attempt().to_bytes()).unwrap();
+        assert_eq!(again["priority"], "bulk");
+        assert_eq!(again["payload"]["checksum"], "abc");
+        assert_eq!(again["attempt"], 2);
+        for (name, payload) in [
+            ("cache.warm", r#"{"version":3,"new":1}"#),
+            (
+                "media.validate",
+                r#"{"source_key":"k","declared_bytes":1,"new":1}"#,
+            ),
+            (
+                "notify.webhook",
+                r#"{"url":"http://x","status":"ready","version":1,"new":1}"#,
+            ),
+        ] {
+            let mut e = env.clone();
+            e.kind = name.into();
+            e.payload = serde_json::from_str(payload).unwrap();
+            e.job().unwrap_or_else(|err| panic!("{name}: {err}"));
+        }
     }
 }

@@ -415,6 +415,14 @@ pub async fn complete(
         .await?
     {
         st.uploads.committed();
+        return Ok(status("uploading"));
     }
-    Ok(status("uploading"))
+    // Another complete got in first, or the expiry sweep claimed it meanwhile: answer what it is now.
+    let now = st
+        .records
+        .media_primary(&id)
+        .await?
+        .map(|m| m.status)
+        .unwrap_or_else(|| "deleted".to_owned());
+    Ok(status(&now))
 }

@@ -4,6 +4,7 @@
 mod bench_cache;
 mod bench_image;
 mod bench_queue;
+mod bench_sandbox;
 mod bench_video;
 mod ops_keys;
 mod ops_warm;
@@ -73,6 +74,8 @@ enum BenchAction {
     /// No-op jobs (with one Postgres write each) through every queue backend, against raw lapin and
     /// aws-sdk-sqs loops doing the same work.
     Queue(bench_queue::BenchQueueArgs),
+    /// What the sandbox costs per job: a still image in the sandboxed child against the same work in-process.
+    Sandbox(bench_sandbox::BenchSandboxArgs),
     /// mp4-720, the HLS ladder and the poster against the `ffmpeg` CLI (one run per rung, one split command).
     Video(bench_video::BenchVideoArgs),
 }
@@ -166,6 +169,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             action: BenchAction::Cache(a),
         } => bench_cache::run(a).await,
+        Command::Bench {
+            action: BenchAction::Sandbox(a),
+        } => bench_sandbox::run(a).await,
         Command::Bench { .. } => unreachable!("handled before the runtime starts"),
     }
 }

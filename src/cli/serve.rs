@@ -151,6 +151,7 @@ fn runtime(
             max_attempts: s.worker.max_attempts,
             retry_base: s.worker.retry_base,
             retry_max: s.worker.retry_max,
+            outage_budget: s.worker.outage_budget,
             lease: s.worker.lease,
             scratch_dir: s.scratch_dir(),
             worker_id: format!("{}:{}", host.trim(), std::process::id()),
@@ -158,18 +159,20 @@ fn runtime(
     ))
 }
 
-fn prefetch(s: &Settings, w: &WorkerArgs) -> u16 {
-    let max = worker_classes(s, w)
-        .map(|c| c.iter().map(|(_, n)| *n).max().unwrap_or(1))
-        .unwrap_or(1);
-    u16::try_from(max).unwrap_or(u16::MAX)
+/// The RabbitMQ prefetch of each class this process serves: its concurrency of that class.
+fn prefetch(s: &Settings, w: &WorkerArgs) -> std::collections::BTreeMap<String, u16> {
+    worker_classes(s, w)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(c, n)| (c.as_str().to_owned(), u16::try_from(n).unwrap_or(u16::MAX)))
+        .collect()
 }
 
 /// `mediafleet serve`.
 pub async fn serve(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
     let records = crate::connect::records(&s).await?;
     let store = crate::connect::store(&s).await?;
-    let queue = crate::connect::queue_declared(&s, prefetch(&s, &w)).await?;
+    let queue = crate::connect::queue_declared_with(&s, 1, prefetch(&s, &w)).await?;
     let listener = bind(&s).await?;
     info!(
         listen = %s.listen, queue = queue.backend(), storage = store.backend(), data_dir = %s.data_dir.display(),
@@ -180,6 +183,7 @@ pub async fn serve(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
     let reaper = tokio::spawn(run_reaper(
         records.clone(),
         s.worker.reaper_interval,
+        s.worker.requeue_stale_after,
         shutdown.clone(),
     ));
     let workers = tokio::spawn(rt.run(shutdown.clone()));
@@ -210,7 +214,7 @@ pub async fn api(s: Settings) -> anyhow::Result<()> {
 pub async fn worker(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
     let records = crate::connect::records(&s).await?;
     let store = crate::connect::store(&s).await?;
-    let queue = crate::connect::queue_declared(&s, prefetch(&s, &w)).await?;
+    let queue = crate::connect::queue_declared_with(&s, 1, prefetch(&s, &w)).await?;
     info!(queue = queue.backend(), storage = store.backend(), classes = ?worker_classes(&s, &w)?, "worker starting");
     let shutdown = shutdown_on_signal();
     // Scaling sidecars: /metrics on --metrics-listen, presence heartbeats, the video-gpu capability check.
@@ -232,6 +236,7 @@ pub async fn worker(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
     let reaper = tokio::spawn(run_reaper(
         records.clone(),
         s.worker.reaper_interval,
+        s.worker.requeue_stale_after,
         shutdown.clone(),
     ));
     runtime(&s, &w, records, store, queue)?.run(shutdown).await;

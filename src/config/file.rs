@@ -102,6 +102,9 @@ pub struct WorkerFile {
     /// See [`WorkerSettings::retry_max`].
     #[serde(default, with = "humantime_serde")]
     pub retry_max: Option<Duration>,
+    /// See [`WorkerSettings::outage_budget`].
+    #[serde(default, with = "humantime_serde")]
+    pub outage_budget: Option<Duration>,
     /// See [`WorkerSettings::job_timeout`].
     #[serde(default, with = "humantime_serde")]
     pub job_timeout: Option<Duration>,
@@ -111,6 +114,9 @@ pub struct WorkerFile {
     /// See [`WorkerSettings::reaper_interval`].
     #[serde(default, with = "humantime_serde")]
     pub reaper_interval: Option<Duration>,
+    /// See [`WorkerSettings::requeue_stale_after`].
+    #[serde(default, with = "humantime_serde")]
+    pub requeue_stale_after: Option<Duration>,
     /// `false` runs media work in-process (debugging only).
     pub sandbox: Option<bool>,
     /// See [`WorkerSettings::sandbox_exe`].
@@ -140,9 +146,13 @@ impl WorkerFile {
             max_attempts: self.max_attempts.unwrap_or(5).max(1),
             retry_base: self.retry_base.unwrap_or(Duration::from_secs(5)),
             retry_max: self.retry_max.unwrap_or(Duration::from_secs(300)),
+            outage_budget: self.outage_budget.unwrap_or(Duration::from_secs(3600)),
             job_timeout: self.job_timeout.unwrap_or(Duration::from_secs(600)),
             lease: self.lease.unwrap_or(Duration::from_secs(120)),
             reaper_interval: self.reaper_interval.unwrap_or(Duration::from_secs(60)),
+            requeue_stale_after: self
+                .requeue_stale_after
+                .unwrap_or(Duration::from_secs(6 * 3600)),
             sandbox_child: self.sandbox.unwrap_or(true),
             sandbox_exe: self.sandbox_exe.clone(),
             sandbox_memory_bytes: self.sandbox_memory_bytes.unwrap_or(4 << 30),

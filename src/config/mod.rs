@@ -81,12 +81,19 @@ pub struct WorkerSettings {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// How long a job waits out an infrastructure outage before its media fails (default 1 h); waiting
+    /// spends no attempt.
+    pub outage_budget: Duration,
     /// Wall-clock limit of one job (media child included).
     pub job_timeout: Duration,
     /// Queue lease (visibility) per delivery; heartbeats extend it at half-life.
     pub lease: Duration,
     /// How often the reaper looks for media stuck in `processing`.
     pub reaper_interval: Duration,
+    /// How long a media may wait (`queued`, or between a video's stages) untouched and with no unsent job
+    /// before the reaper writes its job again (default 6 h: longer than any sane queue backlog, since a
+    /// duplicate of a job that is merely waiting costs a second run).
+    pub requeue_stale_after: Duration,
     /// Run media work in a child process (production) or in-process (debugging).
     pub sandbox_child: bool,
     /// The executable the sandbox runs (`mediafleet`); default: this executable.

@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::outbox::{insert_outbox, OutboxJob};
 use super::{bind, now_ms, DbError, Records};
 
 /// A media row.
@@ -161,15 +162,24 @@ impl Records {
 
     /// `queued|processing → processing`. Returns `None` when the media is missing or already past
     /// processing (ready, failed, deleted): a redelivered job then has nothing to do.
+    ///
+    /// A video's `poster` stage (`poster_stage`) is not started again once it handed over to the transcode
+    /// stage: a redelivered poster job then finds nothing to do.
     pub async fn start_processing(
         &self,
         id: &str,
         deadline_ms: i64,
+        poster_stage: bool,
     ) -> Result<Option<MediaRow>, DbError> {
+        let guard = if poster_stage {
+            " AND stage IS NULL"
+        } else {
+            ""
+        };
         let sql = format!(
             "UPDATE media SET status = 'processing', processing_deadline = $2, progress = 0, \
              version = version + 1, updated_at = $3 \
-             WHERE id = $1 AND status IN ('queued', 'processing') RETURNING {COLS}"
+             WHERE id = $1 AND status IN ('queued', 'processing'){guard} RETURNING {COLS}"
         );
         Ok(sqlx::query_as::<_, MediaRow>(&sql)
             .bind(id)
@@ -192,7 +202,7 @@ impl Records {
         let mut tx = self.write.begin().await?;
         let updated = sqlx::query(
             "UPDATE media SET status = 'ready', metadata = $2, blurhash = $3, thumbhash = $4, progress = 1, \
-             error_code = NULL, error_message = NULL, processing_deadline = NULL, version = version + 1, \
+             error_code = NULL, error_message = NULL, processing_deadline = NULL, stage = NULL, version = version + 1, \
              updated_at = $5 WHERE id = $1 AND status = 'processing'",
         )
         .bind(id)
@@ -246,6 +256,11 @@ impl Records {
     /// and visible while the media stays `processing` for its long stage. The stuck-job deadline is cleared,
     /// because the long stage may wait in the `video` queue for longer than any one job runs; it sets its own
     /// deadline when it starts. Returns false when the media is no longer `processing`.
+    ///
+    /// The hand-over to the transcode stage is one transaction: the poster rows, `stage = 'transcode'` and the
+    /// transcode job's outbox row (`follow`). It happens once: a second poster delivery finds the stage set
+    /// and writes nothing. The processing deadline is cleared, because the transcode job may wait in the
+    /// `video` queue for longer than any deadline; the transcode sets its own when it starts.
     pub async fn keep_partial(
         &self,
         id: &str,
@@ -253,11 +268,13 @@ impl Records {
         blurhash: Option<&str>,
         thumbhash: Option<&str>,
         renditions: &[RenditionRow],
+        follow: &OutboxJob,
     ) -> Result<bool, DbError> {
         let mut tx = self.write.begin().await?;
         let updated = sqlx::query(
             "UPDATE media SET metadata = $2, blurhash = $3, thumbhash = $4, processing_deadline = NULL, \
-             version = version + 1, updated_at = $5 WHERE id = $1 AND status = 'processing'",
+             stage = 'transcode', version = version + 1, updated_at = $5 \
+             WHERE id = $1 AND status = 'processing' AND stage IS NULL",
         )
         .bind(id)
         .bind(metadata.to_string())
@@ -274,6 +291,7 @@ impl Records {
         for r in renditions {
             upsert_rendition(&mut tx, id, r).await?;
         }
+        insert_outbox(&mut tx, follow).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -282,7 +300,7 @@ impl Records {
     pub async fn fail(&self, id: &str, code: &str, message: &str) -> Result<bool, DbError> {
         let n = sqlx::query(
             "UPDATE media SET status = 'failed', error_code = $2, error_message = $3, \
-             processing_deadline = NULL, version = version + 1, updated_at = $4 \
+             processing_deadline = NULL, stage = NULL, version = version + 1, updated_at = $4 \
              WHERE id = $1 AND status IN ('uploading', 'queued', 'processing')",
         )
         .bind(id)
@@ -304,13 +322,69 @@ impl Records {
         Ok(())
     }
 
+    /// Media that wait for a job nobody holds: `queued`, or a video `processing` between its stages (no
+    /// deadline), untouched for `stale_after`, with no unsent outbox row. Their job was lost (a broker that
+    /// lost a message, or a dead-lettering whose DB write failed during an outage), so it is written to the
+    /// outbox again; the jobs' status guards make a duplicate harmless. Returns the ids re-enqueued.
+    pub async fn requeue_stale(
+        &self,
+        stale_after: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<String>, DbError> {
+        let now = now_ms();
+        let cutoff = now - i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX / 4);
+        let rows: Vec<(String, String, Option<String>, String, String, i64)> = sqlx::query_as(
+            "SELECT id, kind, stage, source_key, profile, updated_at FROM media m \
+             WHERE (m.status = 'queued' OR (m.status = 'processing' AND m.processing_deadline IS NULL)) \
+             AND m.updated_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.media_id = m.id AND o.sent_at IS NULL \
+                             AND o.parked_at IS NULL) \
+             ORDER BY m.updated_at LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        let mut out = Vec::new();
+        for (id, kind, stage, source_key, profile, updated_at) in rows {
+            let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
+                continue;
+            };
+            let job = if stage.as_deref() == Some("transcode") {
+                OutboxJob::transcode(uuid, &source_key, &profile)
+            } else {
+                let kind = mediafleet_proto::MediaKind::parse(&kind)
+                    .unwrap_or(mediafleet_proto::MediaKind::Image);
+                OutboxJob::media_process(uuid, &source_key, &profile, kind)
+            };
+            let mut tx = self.write.begin().await?;
+            // Guarded on `updated_at`: a job that moved the media meanwhile wins, and two reapers write once.
+            let n =
+                sqlx::query("UPDATE media SET updated_at = $3 WHERE id = $1 AND updated_at = $2")
+                    .bind(&id)
+                    .bind(updated_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if n == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            insert_outbox(&mut tx, &job).await?;
+            tx.commit().await?;
+            out.push(id);
+        }
+        Ok(out)
+    }
+
     /// Fails every media stuck in `processing` past its deadline; returns their ids.
     pub async fn reap_stuck(&self) -> Result<Vec<String>, DbError> {
         let now = now_ms();
         let rows = sqlx::query(
             "UPDATE media SET status = 'failed', error_code = 'timeout', \
              error_message = 'stuck in processing past its deadline (worker lost?)', \
-             processing_deadline = NULL, version = version + 1, updated_at = $1 \
+             processing_deadline = NULL, stage = NULL, version = version + 1, updated_at = $1 \
              WHERE status = 'processing' AND processing_deadline < $1 RETURNING id",
         )
         .bind(now)

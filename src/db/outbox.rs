@@ -66,6 +66,24 @@ impl OutboxJob {
         }
     }
 
+    /// The long `transcode` stage of a video, on `video` (written by the poster stage when it hands over).
+    pub fn transcode(id: uuid::Uuid, source_key: &str, profile: &str) -> Self {
+        use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, Stage};
+        let env = Envelope::new(
+            id,
+            &Job::MediaProcess(MediaProcess {
+                source_key: source_key.to_owned(),
+                profile: profile.to_owned(),
+                stage: Some(Stage::Transcode),
+            }),
+        );
+        OutboxJob {
+            class: "video".into(),
+            body: env.to_bytes(),
+            media_id: Some(id.to_string()),
+        }
+    }
+
     /// Any job, on `class`.
     pub fn new(class: &str, env: &mediafleet_proto::Envelope) -> Self {
         OutboxJob {
@@ -123,9 +141,9 @@ impl Records {
         };
         let sql = format!(
             "UPDATE outbox SET claimed_until = $1, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND available_at <= $2 \
-                          AND claimed_until < $2 ORDER BY available_at LIMIT $3 {lock}) \
-             AND sent_at IS NULL AND claimed_until < $2 \
+             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL \
+                          AND available_at <= $2 AND claimed_until < $2 ORDER BY available_at LIMIT $3 {lock}) \
+             AND sent_at IS NULL AND parked_at IS NULL AND claimed_until < $2 \
              RETURNING id, class, body, attempts"
         );
         let rows = sqlx::query(&sql)
@@ -175,6 +193,34 @@ impl Records {
         Ok(())
     }
 
+    /// The row keeps failing for a reason of its own: it is no longer claimed, and keeps its last error for
+    /// an operator.
+    pub async fn park_outbox(&self, id: &str, error: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE outbox SET claimed_until = 0, parked_at = $2, last_error = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .bind(error)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Parked rows: (id, class, media id, last error), oldest first.
+    pub async fn parked_outbox(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, String, Option<String>, Option<String>)>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT id, class, media_id, last_error FROM outbox WHERE parked_at IS NOT NULL \
+             ORDER BY parked_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?)
+    }
+
     /// Deletes rows sent more than `age` ago; returns how many.
     pub async fn purge_sent(&self, age: Duration) -> Result<u64, DbError> {
         Ok(
@@ -186,12 +232,12 @@ impl Records {
         )
     }
 
-    /// Rows not yet sent (for status and tests).
+    /// Rows waiting to be sent, parked ones not counted (for status and tests).
     pub async fn outbox_pending(&self) -> Result<i64, DbError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
-                .fetch_one(&self.write)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL",
         )
+        .fetch_one(&self.write)
+        .await?)
     }
 }

@@ -20,7 +20,7 @@ impl Records {
         let mut tx = self.write.begin().await?;
         let sql = format!(
             "UPDATE media SET status = 'queued', profile = $3, error_code = NULL, error_message = NULL, \
-             progress = 0, processing_deadline = NULL, version = version + 1, updated_at = $4 \
+             progress = 0, processing_deadline = NULL, stage = NULL, version = version + 1, updated_at = $4 \
              WHERE id = $1 AND version = $2 AND status IN ('ready', 'failed') RETURNING {COLS}"
         );
         let row = sqlx::query_as::<_, MediaRow>(&sql)

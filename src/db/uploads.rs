@@ -251,19 +251,61 @@ impl Records {
         Ok(true)
     }
 
-    /// Direct uploads past their expiry: (id, source_key, upload_id).
+    /// Direct uploads to expire: never completed and past their expiry, or already expired by an earlier sweep
+    /// whose object removal has not finished (`deleted` with `upload_expires_at` still set). Returns
+    /// (id, source_key, upload_id).
     pub async fn expired_uploads(
         &self,
         limit: i64,
     ) -> Result<Vec<(String, String, Option<String>)>, DbError> {
         Ok(sqlx::query_as(
             "SELECT id, source_key, upload_id FROM media \
-             WHERE status = 'uploading' AND upload_expires_at < $1 ORDER BY upload_expires_at LIMIT $2",
+             WHERE upload_expires_at IS NOT NULL AND ((status = 'uploading' AND upload_completed_at IS NULL \
+             AND upload_expires_at < $1) OR status = 'deleted') ORDER BY upload_expires_at LIMIT $2",
         )
         .bind(now_ms())
         .bind(limit)
         .fetch_all(&self.write)
         .await?)
+    }
+
+    /// Claims an expired direct upload: `uploading → deleted`, only while it is still uncompleted and past its
+    /// expiry, so a `complete` that got in first wins and its object is never touched. `upload_expires_at`
+    /// stays set until [`Records::expired_upload_removed`], so a failed object removal is retried. True when
+    /// the media is (now or already) expired and its objects should go.
+    pub async fn claim_expired_upload(&self, id: &str, reason: &str) -> Result<bool, DbError> {
+        let n = sqlx::query(
+            "UPDATE media SET status = 'deleted', error_message = $2, version = version + 1, updated_at = $3 \
+             WHERE id = $1 AND status = 'uploading' AND upload_completed_at IS NULL \
+             AND upload_expires_at < $3",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            return Ok(true);
+        }
+        let pending: Option<(String,)> = sqlx::query_as(
+            "SELECT status FROM media WHERE id = $1 AND status = 'deleted' AND upload_expires_at IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(pending.is_some())
+    }
+
+    /// The objects of an expired upload are gone: the sweep stops looking at it.
+    pub async fn expired_upload_removed(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE media SET upload_expires_at = NULL WHERE id = $1 AND status = 'deleted'",
+        )
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
     }
 
     /// `any → deleted` (a deleted media stays a row until a purge). Returns the row as it was, or `None`

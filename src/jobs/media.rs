@@ -10,17 +10,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use mediafleet_proto::envelope::MediaProcess;
-use mediafleet_proto::{Envelope, ErrorCode, Job, MediaKind, Profile, Stage};
+use mediafleet_proto::{Envelope, ErrorCode, MediaKind, Profile, Stage};
 use mediafleet_proto::{HLS, MP4_720, POSTER};
 use mediafleet_workers::MediaError;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::progress::ProgressWriter;
 use super::retire::retire_replaced;
 use super::upload::store_renditions;
 use super::{Done, JobContext, JobError};
-use crate::db::now_ms;
-use crate::queue::JobClass;
+use crate::db::{now_ms, OutboxJob};
+use crate::storage::keys;
 
 /// Wall-clock budget of a transcode per second of media, on top of the job timeout: x264 `veryfast` with a
 /// three-rung ladder runs faster than real time on one modern core, so 3× is a generous bound that still
@@ -96,7 +96,12 @@ pub(super) async fn process(
     let limit = timeout(ctx, kind, job.stage, &before.metadata);
     // The deadline after which the reaper calls this media stuck: twice the job's own limit.
     let deadline = now_ms() + 2 * i64::try_from(limit.as_millis()).unwrap_or(i64::MAX / 4);
-    let Some(row) = ctx.records.start_processing(&id, deadline).await? else {
+    let poster_stage = job.stage == Some(Stage::Poster);
+    let Some(row) = ctx
+        .records
+        .start_processing(&id, deadline, poster_stage)
+        .await?
+    else {
         let status = ctx.records.media_primary(&id).await?.map(|m| m.status);
         info!(media_id = %id, ?status, "media is not waiting for processing; nothing to do");
         return Ok(Done::Skipped);
@@ -153,13 +158,17 @@ pub(super) async fn process(
     let blurhash = report.blurhash.as_deref().or(row.blurhash.as_deref());
     let thumbhash = report.thumbhash.as_deref().or(row.thumbhash.as_deref());
 
-    if let Some(next) = part.next {
+    if part.next.is_some() {
+        // Stored and enqueued in one transaction (the outbox): the long stage finds the poster rows to merge,
+        // and a redelivered poster job cannot enqueue a second transcode.
+        let follow = OutboxJob::transcode(env.media_id, &job.source_key, &job.profile);
         if !ctx
             .records
-            .keep_partial(&id, &metadata, blurhash, thumbhash, &rows)
+            .keep_partial(&id, &metadata, blurhash, thumbhash, &rows, &follow)
             .await?
         {
-            info!(media_id = %id, "media ended while its poster was made; not continuing");
+            info!(media_id = %id, "media ended, or handed over, while its poster was made; not continuing");
+            discard_unserved(ctx, &id, &rows).await;
             return Ok(Done::Skipped);
         }
         // A reprocess's new poster and thumb are served from here on; the ones they replaced can go.
@@ -169,17 +178,6 @@ pub(super) async fn process(
             .cloned()
             .collect();
         retire_replaced(ctx, &id, &replaced, &rows).await;
-        // Stored first, then enqueued: the long stage must find the poster rows to merge.
-        let follow = Envelope::new(
-            env.media_id,
-            &Job::MediaProcess(MediaProcess {
-                source_key: job.source_key.clone(),
-                profile: job.profile.clone(),
-                stage: Some(next),
-            }),
-        );
-        let class = JobClass::new("video")?;
-        ctx.queue.publish(&class, &follow.to_bytes()).await?;
         info!(media_id = %id, renditions = rows.len(), "poster ready; transcode enqueued on the video class");
         super::enqueue_warm(ctx, &id).await;
         return Ok(Done::Completed);
@@ -201,13 +199,57 @@ pub(super) async fn process(
         .finish_ready(&id, &metadata, blurhash, thumbhash, &rows)
         .await?;
     if !finished {
-        info!(media_id = %id, "media was finished by another delivery; this one's writes were no-ops");
+        info!(media_id = %id, "media was finished by another delivery, or deleted; this one's writes were no-ops");
+        discard_unserved(ctx, &id, &rows).await;
         return Ok(Done::Skipped);
     }
     info!(media_id = %id, renditions = rows.len(), "media ready");
     retire_replaced(ctx, &id, &before_rows, &rows).await;
     super::enqueue_warm(ctx, &id).await;
     Ok(Done::Completed)
+}
+
+/// Removes what this delivery stored that the media does not serve: everything, when the media was deleted
+/// while the job ran (the DELETE removed the objects it knew of before these were written); otherwise the
+/// objects of `rows` that no rendition row points at (a duplicate delivery whose encode differed byte for
+/// byte from the one that won). Failures only leak objects, so they are logged, not returned.
+async fn discard_unserved(ctx: &JobContext, id: &str, rows: &[crate::db::RenditionRow]) {
+    let deleted = match ctx.records.media_primary(id).await {
+        Ok(Some(m)) => m.status == "deleted",
+        Ok(None) => true,
+        Err(e) => {
+            warn!(media_id = %id, error = %e, "cannot tell whether the media was deleted; leaving its objects");
+            return;
+        }
+    };
+    if deleted {
+        match ctx
+            .store
+            .delete_prefix(&keys::media_prefix(&ctx.prefix, id))
+            .await
+        {
+            Ok(()) => {
+                info!(media_id = %id, "media was deleted while it was processed; removed what this job stored")
+            }
+            Err(e) => {
+                warn!(media_id = %id, error = %e, "media was deleted while it was processed; could not remove its new objects")
+            }
+        }
+        return;
+    }
+    let served = match ctx.records.renditions_primary(id).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(media_id = %id, error = %e, "cannot read the served renditions; leaving this job's objects");
+            return;
+        }
+    };
+    let unserved: Vec<_> = rows
+        .iter()
+        .filter(|r| served.iter().all(|s| s.key != r.key))
+        .cloned()
+        .collect();
+    retire_replaced(ctx, id, &unserved, &served).await;
 }
 
 #[cfg(test)]

@@ -38,6 +38,17 @@ pub enum JobError {
         /// What happened.
         message: String,
     },
+    /// The infrastructure around the job (storage, database, broker) does not answer. Not the media's fault:
+    /// the job waits it out with backoff for up to the outage budget, without spending an attempt.
+    #[error("{code}: {message}")]
+    Outage {
+        /// The code the media gets if the outage outlasts the budget.
+        code: ErrorCode,
+        /// What happened (for logs; clients get one readable line).
+        message: String,
+        /// What was unavailable, for that line: `storage`, `the database`, `the queue`.
+        what: &'static str,
+    },
     /// The message cannot be understood: dead-letter it with this reason.
     #[error("invalid message: {0}")]
     Invalid(String),
@@ -56,7 +67,11 @@ impl JobError {
 impl From<DbError> for JobError {
     fn from(e: DbError) -> Self {
         if e.is_transient() {
-            return JobError::transient(ErrorCode::Internal, e);
+            return JobError::Outage {
+                code: ErrorCode::Internal,
+                message: e.to_string(),
+                what: "the database",
+            };
         }
         // The statement, not the server, is at fault: repeating it fails the same way, so the media fails now
         // with `internal` (and the error is logged loudly and counted) instead of waiting out retries.
@@ -78,6 +93,11 @@ impl From<StoreError> for JobError {
             StoreError::InvalidKey(k) => {
                 JobError::Invalid(format!("object key {k:?} is not a valid key"))
             }
+            StoreError::Unavailable(m) => JobError::Outage {
+                code: ErrorCode::StorageUnavailable,
+                message: m,
+                what: "storage",
+            },
             other => JobError::transient(ErrorCode::StorageUnavailable, other),
         }
     }
@@ -85,7 +105,14 @@ impl From<StoreError> for JobError {
 
 impl From<QueueError> for JobError {
     fn from(e: QueueError) -> Self {
-        JobError::transient(ErrorCode::Internal, e)
+        match e {
+            QueueError::Unavailable(m) => JobError::Outage {
+                code: ErrorCode::Internal,
+                message: m,
+                what: "the queue",
+            },
+            other => JobError::transient(ErrorCode::Internal, other),
+        }
     }
 }
 

@@ -41,7 +41,7 @@ pub(super) async fn warm(
             info!(media_id = %id, "media is gone; removed its object");
             Ok(Done::Completed)
         }
-        Err(WarmError::Db(e)) => Err(JobError::transient(ErrorCode::Internal, e)),
+        Err(WarmError::Db(e)) => Err(e.into()),
         Err(WarmError::Cache(e)) => Err(JobError::transient(ErrorCode::Internal, e)),
     }
 }

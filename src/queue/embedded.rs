@@ -332,7 +332,9 @@ impl Delivery for EmbeddedDelivery {
 
     async fn release(self: Box<Self>) -> Result<(), QueueError> {
         let q = sqlx::query(
-            "UPDATE queue_messages SET visible_at = $3, lease_token = NULL WHERE id = $1 AND lease_token = $2",
+            // A hand-back is not a failed delivery: the receive count goes back to what it was.
+            "UPDATE queue_messages SET visible_at = $3, lease_token = NULL, \
+             receive_count = MAX(receive_count - 1, 0) WHERE id = $1 AND lease_token = $2",
         )
         .bind(self.id)
         .bind(&self.token)

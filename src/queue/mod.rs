@@ -150,6 +150,12 @@ pub trait JobQueue: Send + Sync {
         }
         Ok(())
     }
+    /// Stop taking messages of `class` (a drain begins): where the broker pushes messages to a subscribed
+    /// consumer (RabbitMQ), the subscription is cancelled, so messages handed back during the drain go to
+    /// other workers instead of returning to this one. Elsewhere receiving is pull-only and this is a no-op.
+    async fn stop_receiving(&self, _class: &JobClass) -> Result<(), QueueError> {
+        Ok(())
+    }
     /// Wait up to `wait` for at most `max` messages of `class`.
     async fn receive(
         &self,

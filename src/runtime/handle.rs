@@ -10,7 +10,7 @@ use tracing::{error, info, warn, Instrument};
 
 use super::RuntimeOptions;
 use crate::jobs::{self, Done, JobContext, JobError};
-use crate::queue::{Delivery, JobClass};
+use crate::queue::{Delivery, JobClass, QueueError};
 
 /// The delay before retry number `attempt` (1-based): exponential from `base`, capped at `max`, jittered.
 pub fn retry_delay(base: Duration, max: Duration, attempt: u32) -> Duration {
@@ -103,7 +103,7 @@ async fn run_one(
             let outcome = supervise(task, delivery.as_ref(), &opts, &abort).await;
             drop(scratch); // always removed, whatever happened
             match outcome {
-                None => {
+                Supervised::Drained => {
                     info!("drain deadline passed: handing the job back");
                     if let Err(e) = delivery.release().await {
                         warn!(error = %e, "release failed; the lease will expire instead");
@@ -114,7 +114,23 @@ async fn run_one(
                         .await;
                     return;
                 }
-                Some(r) => r,
+                Supervised::LeaseLost(why) => {
+                    // The message is, or will be, another worker's: no outcome of ours may count. The job's
+                    // writes are guarded, so the work it did is either kept or repeated, never doubled.
+                    warn!(reason = %why, "lease lost: job stopped, the message is left to the broker");
+                    drop(delivery);
+                    let _ = ctx
+                        .records
+                        .finish_attempt(
+                            &job_id,
+                            attempt,
+                            "lease_lost",
+                            Some((ErrorCode::Internal.as_str(), why.as_str())),
+                        )
+                        .await;
+                    return;
+                }
+                Supervised::Finished(r) => r,
             }
         }
     };
@@ -176,6 +192,11 @@ async fn run_one(
         Err(JobError::Transient { code, message }) => {
             retry_or_exhaust(&ctx, &opts, delivery, &env, attempt, code, &message).await
         }
+        Err(JobError::Outage {
+            code,
+            message,
+            what,
+        }) => wait_out_outage(&ctx, &opts, delivery, &env, code, &message, what).await,
     };
     let err = outcome.1.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
     if let Err(e) = ctx
@@ -188,19 +209,32 @@ async fn run_one(
     crate::scale::observe::job_finished(&ctx.records, class, outcome.0, elapsed, completed);
 }
 
-/// Waits for the job while heartbeating its lease. `None` means the drain deadline cancelled it.
+/// How a supervised job ended.
+enum Supervised {
+    /// The job returned (or panicked).
+    Finished(Result<Done, JobError>),
+    /// The drain deadline cancelled it.
+    Drained,
+    /// Its lease could not be kept: stopped, so two workers never run one delivery side by side.
+    LeaseLost(String),
+}
+
+/// Waits for the job while heartbeating its lease. A heartbeat the broker refuses (the lease was taken
+/// over), or heartbeats failing until the lease has run out, stop the job: by then the message is visible
+/// to other workers, and finishing would only race them.
 async fn supervise(
     mut task: tokio::task::JoinHandle<Result<Done, JobError>>,
     delivery: &dyn Delivery,
     opts: &RuntimeOptions,
     abort: &CancellationToken,
-) -> Option<Result<Done, JobError>> {
+) -> Supervised {
     let mut beat = tokio::time::interval(opts.lease / 2);
     beat.tick().await; // the first tick is immediate; the lease is fresh
+    let mut held_until = tokio::time::Instant::now() + opts.lease;
     loop {
         tokio::select! {
             r = &mut task => {
-                return Some(match r {
+                return Supervised::Finished(match r {
                     Ok(r) => r,
                     Err(e) if e.is_panic() => {
                         error!("job panicked");
@@ -210,14 +244,23 @@ async fn supervise(
                 });
             }
             _ = beat.tick() => {
-                if let Err(e) = delivery.extend_lease(opts.lease).await {
-                    warn!(error = %e, "lease heartbeat failed");
+                let now = tokio::time::Instant::now();
+                match delivery.extend_lease(opts.lease).await {
+                    Ok(()) => held_until = now + opts.lease,
+                    Err(QueueError::Unavailable(e)) if now < held_until => {
+                        warn!(error = %e, left = ?(held_until - now), "lease heartbeat failed; the lease still holds");
+                    }
+                    Err(e) => {
+                        task.abort(); // drops the sandbox child, which kills it
+                        let _ = (&mut task).await;
+                        return Supervised::LeaseLost(format!("lease heartbeat failed: {e}"));
+                    }
                 }
             }
             _ = abort.cancelled() => {
                 task.abort(); // drops the sandbox child, which kills it
                 let _ = task.await;
-                return None;
+                return Supervised::Drained;
             }
         }
     }
@@ -243,10 +286,12 @@ async fn retry_or_exhaust(
         let reason =
             format!("retries exhausted after {attempt} attempts; last error: {code}: {message}");
         warn!(%reason, "dead-lettering");
+        // Clients see one stable line; the error chain is in this log line and the dead letter's reason.
+        let line = format!("gave up after {attempt} attempts; the last one failed with {code}");
         if jobs::changes_media_status(env) {
             match ctx
                 .records
-                .fail(&media_id, ErrorCode::RetriesExhausted.as_str(), &reason)
+                .fail(&media_id, ErrorCode::RetriesExhausted.as_str(), &line)
                 .await
             {
                 Ok(true) => jobs::enqueue_warm(ctx, &media_id).await,
@@ -271,6 +316,56 @@ async fn retry_or_exhaust(
         warn!(error = %e, "could not schedule the retry; the lease will expire and redeliver it");
     }
     ("retry", Some((code.as_str().into(), message.into())))
+}
+
+/// An infrastructure failure: the job goes back to the queue with the same attempt, carrying when the outage
+/// began, and backs off (base doubling to max, jittered) until the outage budget is spent. Only then does the
+/// media fail, with the outage's code and one readable line; the error chain stays in the logs.
+async fn wait_out_outage(
+    ctx: &JobContext,
+    opts: &RuntimeOptions,
+    delivery: Box<dyn Delivery>,
+    env: &Envelope,
+    code: ErrorCode,
+    message: &str,
+    what: &str,
+) -> (&'static str, Option<(String, String)>) {
+    let now = chrono::Utc::now();
+    let since = env.outage_since().unwrap_or(now);
+    let lasted = (now - since).to_std().unwrap_or_default();
+    if lasted >= opts.outage_budget {
+        let line = format!(
+            "{what} was unavailable for {} (the outage budget); see the worker log",
+            humantime::format_duration(Duration::from_secs(lasted.as_secs()))
+        );
+        let reason = format!("{line}; last error: {code}: {message}");
+        warn!(%reason, "outage outlasted its budget; dead-lettering");
+        if jobs::changes_media_status(env) {
+            match ctx
+                .records
+                .fail(&env.media_id.to_string(), code.as_str(), &line)
+                .await
+            {
+                Ok(true) => jobs::enqueue_warm(ctx, &env.media_id.to_string()).await,
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "could not mark the media failed"),
+            }
+        }
+        if let Err(e) = delivery.dead_letter(&reason).await {
+            error!(error = %e, "could not dead-letter; the broker will redeliver it");
+        }
+        return ("dead_letter", Some((code.as_str().into(), line)));
+    }
+    let next = env.waiting_out_outage(since);
+    let delay = retry_delay(opts.retry_base, opts.retry_max, next.outage_retries());
+    warn!(%code, %what, error = %message, lasted = ?lasted, ?delay, "infrastructure unavailable; waiting it out without spending an attempt");
+    if let Err(e) = delivery.retry_after(delay, next.to_bytes()).await {
+        warn!(error = %e, "could not send the job back; the lease will expire and redeliver it");
+    }
+    (
+        "outage",
+        Some((code.as_str().into(), format!("{what} unavailable"))),
+    )
 }
 
 #[cfg(test)]

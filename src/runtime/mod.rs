@@ -39,6 +39,9 @@ pub struct RuntimeOptions {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// How long a job waits out an infrastructure outage (storage, DB, broker) before its media fails;
+    /// waiting spends no attempt.
+    pub outage_budget: Duration,
     /// Lease per delivery; heartbeats extend it every half lease.
     pub lease: Duration,
     /// Where job scratch directories go.
@@ -101,6 +104,12 @@ impl Runtime {
         }
         pullers.close();
         pullers.wait().await;
+        // No more pushes to this process: what the drain hands back goes to other workers.
+        for (class, _) in &self.opts.classes {
+            if let Err(e) = self.ctx.queue.stop_receiving(class).await {
+                warn!(%class, error = %e, "could not stop receiving; the broker requeues on disconnect");
+            }
+        }
         jobs.close();
         info!(in_flight = jobs.len(), drain_timeout = ?self.opts.drain_timeout, "draining");
         if tokio::time::timeout(self.opts.drain_timeout, jobs.wait())

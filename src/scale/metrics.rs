@@ -40,6 +40,8 @@ pub const JOBS_TOTAL: &str = "mediafleet_jobs_total";
 pub const JOB_DURATION: &str = "mediafleet_job_duration_seconds";
 /// Statements the database refused (a bug to fix, not an outage to wait out).
 pub const DB_REJECTED: &str = "mediafleet_db_rejected_statements_total";
+/// Outbox rows parked after failing to publish for a reason of their own.
+pub const OUTBOX_PARKED: &str = "mediafleet_outbox_parked_total";
 
 /// Every per-class gauge the scaler publishes, in `scaler --once --json` field order.
 pub const GAUGES: [&str; 8] = [
@@ -65,6 +67,8 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// [`DB_REJECTED`].
     pub db_rejected: prometheus::Counter,
+    /// [`OUTBOX_PARKED`].
+    pub outbox_parked: prometheus::Counter,
 }
 
 fn help(name: &str) -> &'static str {
@@ -120,14 +124,28 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry
         .register(Box::new(db_rejected.clone()))
         .expect("registered once");
+    let outbox_parked = prometheus::Counter::new(
+        OUTBOX_PARKED,
+        "Outbox rows parked after failing to publish for a reason of their own",
+    )
+    .expect("valid counter definition");
+    registry
+        .register(Box::new(outbox_parked.clone()))
+        .expect("registered once");
     Metrics {
         registry,
         gauges,
         jobs,
         duration,
         db_rejected,
+        outbox_parked,
     }
 });
+
+/// Counts one parked outbox row.
+pub fn outbox_parked() {
+    METRICS.outbox_parked.inc();
+}
 
 impl Metrics {
     /// Sets gauge `name` for `class`.

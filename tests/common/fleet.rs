@@ -36,12 +36,31 @@ pub fn sqs_url() -> String {
 /// A fleet on `queue` (amqp://… or sqs://…). On SQS the queues are made first with `mediafleet queues setup`,
 /// because `api` and `worker` only verify them.
 pub async fn start_fleet_on(queue: String, worker_queue: Option<String>) -> Fleet {
+    let worker_env = worker_queue
+        .map(|q| ("MEDIAFLEET_QUEUE".to_owned(), q))
+        .into_iter()
+        .collect();
+    start_fleet_with(queue, None, worker_env, "").await
+}
+
+/// A fleet on `queue` and `storage` (a fresh moto bucket when `None`) whose worker gets `worker_env` on top of
+/// the shared settings (another storage URL, say, through a proxy a test switches off), with `worker_config`
+/// lines added to the `[worker]` table.
+pub async fn start_fleet_with(
+    queue: String,
+    storage: Option<String>,
+    worker_env: Vec<(String, String)>,
+    worker_config: &str,
+) -> Fleet {
     aws_env();
     let prefix = unique("p");
-    let (_, storage) = moto_bucket().await;
+    let storage = match storage {
+        Some(s) => s,
+        None => moto_bucket().await.1,
+    };
     let db = pg_database().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = fast_config(dir.path(), "");
+    let config = fast_config_with(dir.path(), worker_config, "");
     let port = free_port();
     let env: Vec<(String, String)> = vec![
         ("MEDIAFLEET_QUEUE".into(), queue.clone()),
@@ -55,12 +74,7 @@ pub async fn start_fleet_on(queue: String, worker_queue: Option<String>) -> Flee
         ),
         ("MEDIAFLEET_LISTEN".into(), format!("127.0.0.1:{port}")),
     ];
-    let as_refs = |extra: Option<(String, String)>| {
-        let mut v: Vec<(String, String)> = env.clone();
-        v.extend(extra);
-        v
-    };
-    let api_env = as_refs(None);
+    let api_env = env.clone();
     if queue.starts_with("sqs:") {
         let out = std::process::Command::new(crate::common::bin())
             .args(["queues", "setup"])
@@ -76,7 +90,12 @@ pub async fn start_fleet_on(queue: String, worker_queue: Option<String>) -> Flee
     let api = Proc::spawn("api", &["api"], &refs(&api_env));
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base, Duration::from_secs(60)).await;
-    let worker_env = as_refs(worker_queue.map(|q| ("MEDIAFLEET_QUEUE".to_owned(), q)));
+    let worker_env: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| worker_env.iter().all(|(w, _)| w != k))
+        .chain(worker_env.iter())
+        .cloned()
+        .collect();
     let worker = Proc::spawn(
         "worker",
         &["worker", "--concurrency", "2"],

@@ -97,20 +97,35 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Fast timings for tests, as a TOML config file in `dir`.
 pub fn fast_config(dir: &Path, extra: &str) -> PathBuf {
+    fast_config_with(dir, "", extra)
+}
+
+/// [`fast_config`] with `worker` lines (`key = value`) added to, or replacing defaults of, its `[worker]` table.
+pub fn fast_config_with(dir: &Path, worker: &str, extra: &str) -> PathBuf {
+    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_owned();
+    let given: Vec<String> = worker.lines().map(key).filter(|k| !k.is_empty()).collect();
+    let defaults = [
+        r#"poll_wait = "200ms""#,
+        r#"lease = "3s""#,
+        r#"retry_base = "200ms""#,
+        r#"retry_max = "1s""#,
+        r#"reaper_interval = "1s""#,
+        r#"job_timeout = "60s""#,
+        r#"drain_timeout = "5s""#,
+        "max_attempts = 3",
+    ]
+    .into_iter()
+    .filter(|l| !given.contains(&key(l)))
+    .collect::<Vec<_>>()
+    .join("\n");
     let path = dir.join("mediafleet.toml");
     std::fs::write(
         &path,
         format!(
             r#"
 [worker]
-poll_wait = "200ms"
-lease = "3s"
-retry_base = "200ms"
-retry_max = "1s"
-reaper_interval = "1s"
-job_timeout = "60s"
-drain_timeout = "5s"
-max_attempts = 3
+{defaults}
+{worker}
 
 [rabbitmq]
 retry_tiers = ["1s", "2s"]

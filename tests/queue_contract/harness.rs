@@ -93,6 +93,7 @@ impl Ns {
                         url,
                         prefix: prefix.to_owned(),
                         prefetch,
+                        class_prefetch: Default::default(),
                         retry_tiers: vec![Duration::from_secs(1), Duration::from_secs(60)],
                         delivery_limit: MAX_RECEIVES,
                         management_url: Some(common::amqp_management_url()),

@@ -18,6 +18,9 @@ pub struct Limits {
     pub pixel_frames: u64,
     /// Decoder allocation cap in bytes (passed to `image::Limits::max_alloc`).
     pub max_alloc_bytes: u64,
+    /// Most bytes that compressed metadata (a PNG's `iCCP`, `zTXt`, `iTXt`) may inflate to, in total; checked
+    /// by inflating into a counting sink before the decoder opens the file.
+    pub metadata_bytes: u64,
     /// Longest video or audio, in seconds (from the container header, before decoding).
     pub video_seconds: f64,
     /// Largest video frame (width × height), from the stream header.
@@ -37,6 +40,9 @@ impl Default for Limits {
             frames: 1_000,
             pixel_frames: 2_000_000_000,
             max_alloc_bytes: 1 << 30,
+            // Real ICC profiles are a few KiB to about 1 MiB (LUT-based printer profiles); XMP packets rarely
+            // pass 100 KiB.
+            metadata_bytes: 8 << 20,
             video_seconds: 4.0 * 3600.0,
             // 8K UHD (7680 × 4320 = 33.2 MP) with room for odd sizes around it.
             video_pixels: 36_000_000,

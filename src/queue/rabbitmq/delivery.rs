@@ -149,16 +149,23 @@ impl Delivery for RabbitDelivery {
     }
 
     async fn release(mut self: Box<Self>) -> Result<(), QueueError> {
-        let acker = self.take_acker();
-        ended(
-            acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await,
-            "release",
+        // Published again (confirmed), then acked: a nack with requeue would come back marked redelivered and
+        // bump the quorum queue's x-delivery-count, so a drain would bring the job closer to its delivery
+        // limit. When the publish fails, the nack below is the fallback: counted, but never lost.
+        let exchange = self.link.topo.work_exchange();
+        let body = std::mem::take(&mut self.body);
+        if let Err(e) = publish(
+            &self.link,
+            &exchange,
+            self.class.as_str(),
+            &body,
+            FieldTable::default(),
         )
+        .await
+        {
+            return Err(self.requeue_after(e).await);
+        }
+        self.ack_now().await
     }
 
     /// A no-op: the lease is the channel (see the module docs).

@@ -38,6 +38,8 @@ struct State {
     conn: Option<Arc<Connection>>,
     publisher: Option<Channel>,
     consumers: HashMap<JobClass, Arc<ClassConsumer>>,
+    /// Cancelled consumers whose channels still carry unacked deliveries.
+    draining: Vec<Arc<ClassConsumer>>,
 }
 
 /// A self-healing connection to one broker.
@@ -62,6 +64,7 @@ impl Link {
                 conn: None,
                 publisher: None,
                 consumers: HashMap::new(),
+                draining: Vec::new(),
             }),
             declared: std::sync::Mutex::new(BTreeSet::new()),
         };
@@ -136,7 +139,13 @@ impl Link {
             .create_channel()
             .await
             .map_err(|e| unavailable("opening a channel", &e))?;
-        ch.basic_qos(self.cfg.prefetch.max(1), BasicQosOptions::default())
+        let prefetch = self
+            .cfg
+            .class_prefetch
+            .get(class.as_str())
+            .copied()
+            .unwrap_or(self.cfg.prefetch);
+        ch.basic_qos(prefetch.max(1), BasicQosOptions::default())
             .await
             .map_err(|e| unavailable("setting prefetch", &e))?;
         let queue = self.topo.work_queue(class);
@@ -158,6 +167,23 @@ impl Link {
         });
         st.consumers.insert(class.clone(), c.clone());
         Ok(c)
+    }
+
+    /// Cancels `class`'s subscription (`basic.cancel`), if there is one. Deliveries already handed out stay
+    /// ackable on the channel.
+    pub async fn cancel_consumer(&self, class: &JobClass) -> Result<(), QueueError> {
+        let c = self.state.lock().await.consumers.remove(class);
+        let Some(c) = c else {
+            return Ok(());
+        };
+        let tag = c.stream.lock().await.tag();
+        c.channel
+            .basic_cancel(tag, lapin::options::BasicCancelOptions::default())
+            .await
+            .map_err(|e| unavailable("cancelling a consumer", &e))?;
+        // The channel must outlive the deliveries still in flight on it: keep it until the link drops.
+        self.state.lock().await.draining.push(c);
+        Ok(())
     }
 
     /// Drops `class`'s consumer if it is still `which` (its stream ended or failed), so the next `receive`

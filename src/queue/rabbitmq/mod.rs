@@ -39,8 +39,12 @@ pub struct RabbitConfig {
     pub url: String,
     /// Names exchanges and queues: `{prefix}.{class}`, `{prefix}.{class}.dlq`, `{prefix}.{class}.retry.30s`.
     pub prefix: String,
-    /// Unacked deliveries per class consumer (AMQP `basic.qos`).
+    /// Unacked deliveries per class consumer (AMQP `basic.qos`), for classes not in `class_prefetch`.
     pub prefetch: u16,
+    /// Unacked deliveries of one class's consumer: a worker's concurrency of that class, so a multi-class
+    /// worker never holds video messages behind a running transcode where other workers (and KEDA, which
+    /// counts unacked as taken) cannot get them.
+    pub class_prefetch: std::collections::BTreeMap<String, u16>,
     /// Retry-tier delays; a retry goes to the smallest tier at least as long as the asked delay.
     pub retry_tiers: Vec<Duration>,
     /// Deliveries after which the broker itself dead-letters a message (a safety net for crash loops; the
@@ -57,6 +61,7 @@ impl RabbitConfig {
             url: url.to_owned(),
             prefix: "mediafleet".to_owned(),
             prefetch: 1,
+            class_prefetch: Default::default(),
             retry_tiers: [5, 30, 300].map(Duration::from_secs).to_vec(),
             delivery_limit: 20,
             management_url: None,
@@ -120,6 +125,10 @@ impl JobQueue for RabbitQueue {
     async fn publish_batch(&self, class: &JobClass, bodies: &[Vec<u8>]) -> Result<(), QueueError> {
         let exchange = self.link.topo.work_exchange();
         publish::publish_many(&self.link, &exchange, class.as_str(), bodies).await
+    }
+
+    async fn stop_receiving(&self, class: &JobClass) -> Result<(), QueueError> {
+        self.link.cancel_consumer(class).await
     }
 
     async fn receive(

@@ -8,6 +8,8 @@ use crate::queue::{JobClass, QueueError};
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 /// SQS's cap on the total invisibility of one received message.
 pub const VISIBILITY_CAP: Duration = Duration::from_secs(12 * 3600);
+/// SQS's longest per-message `DelaySeconds`; a longer retry delay is cut to it.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
 /// Default `maxReceiveCount` of the redrive policy: far above our own attempt limit, so that an S3 or DB outage
 /// (every receive fails transiently) does not dead-letter the whole backlog; it only catches crash loops.
 pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 30;

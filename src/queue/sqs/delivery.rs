@@ -10,7 +10,7 @@ use aws_sdk_sqs::Client;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::config::{secs, VISIBILITY_CAP};
+use super::config::{secs, MAX_DELAY, VISIBILITY_CAP};
 use super::errors::classify;
 use super::{REASON_ATTR, SOURCE_ATTR};
 use crate::queue::{Delivery, QueueError};
@@ -136,6 +136,27 @@ impl SqsDelivery {
         Ok(())
     }
 
+    /// Sends `body` again as a new message visible after `delay` (at most SQS's 15 min `DelaySeconds`), with
+    /// this message's attributes, then deletes this one. Send first: a failed delete leaves a duplicate, which
+    /// the jobs' guards absorb, never a loss.
+    async fn resend(&self, body: &[u8], delay: Duration, op: &str) -> Result<(), QueueError> {
+        let text = std::str::from_utf8(body)
+            .map_err(|e| QueueError::Backend(format!("{op}: the body is not UTF-8: {e}")))?;
+        let mut req = self
+            .client
+            .send_message()
+            .queue_url(&*self.queue_url)
+            .message_body(text)
+            .delay_seconds(secs(delay.min(MAX_DELAY)));
+        for (k, v) in &self.attributes {
+            req = req.message_attributes(k.clone(), v.clone());
+        }
+        req.send()
+            .await
+            .map_err(|e| classify(&format!("SendMessage ({op}) {}", self.queue_url), e))?;
+        self.deleter.delete(self.receipt.clone()).await
+    }
+
     /// Visibility left under the 12 h cap, keeping a minute of margin for clock and request latency.
     fn under_cap(&self, want: Duration) -> Duration {
         let left = VISIBILITY_CAP
@@ -162,12 +183,11 @@ impl Delivery for SqsDelivery {
     async fn retry_after(
         self: Box<Self>,
         delay: Duration,
-        _body: Vec<u8>,
+        body: Vec<u8>,
     ) -> Result<(), QueueError> {
-        // SQS cannot rewrite a body: the retry is this message, hidden for the backoff. The next receive bumps
-        // ApproximateReceiveCount, which the runtime adds to the envelope's attempt.
-        let d = self.under_cap(delay);
-        self.set_visibility(d, "retry").await
+        // A new message carries the new body (the runtime's attempt and outage clock), so the broker-side
+        // receive count, and with it the redrive policy's maxReceiveCount, starts over.
+        self.resend(&body, delay, "retry").await
     }
 
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), QueueError> {
@@ -212,7 +232,10 @@ impl Delivery for SqsDelivery {
     }
 
     async fn release(self: Box<Self>) -> Result<(), QueueError> {
-        self.set_visibility(Duration::ZERO, "release").await
+        // A copy sent again, not the visibility set to zero: a hand-back during a drain is not a failed
+        // delivery, and must not bring the message closer to the DLQ.
+        let body = self.body.clone();
+        self.resend(&body, Duration::ZERO, "release").await
     }
 
     async fn extend_lease(&self, lease: Duration) -> Result<(), QueueError> {

@@ -138,7 +138,7 @@ pub(super) fn simulate(trace: &Trace, cfg: &TraceClass, jobs: Vec<Job>, rule: Ru
         // Decide.
         let provisioned = workers.iter().filter(|w| !w.leaving).count() as u32;
         let target = match rule {
-            Rule::Backlog if step % poll_steps == 0 => {
+            Rule::Backlog if step.is_multiple_of(poll_steps) => {
                 let in_flight: usize = workers
                     .iter()
                     .map(|w| w.slots.iter().flatten().count())
@@ -151,7 +151,7 @@ pub(super) fn simulate(trace: &Trace, cfg: &TraceClass, jobs: Vec<Job>, rule: Ru
                         .desired,
                 )
             }
-            Rule::Cpu80 if step % cpu_steps == 0 => {
+            Rule::Cpu80 if step.is_multiple_of(cpu_steps) => {
                 let cpu = if period_capacity > 0.0 {
                     period_busy / period_capacity
                 } else {

@@ -23,7 +23,17 @@ pub struct S3Config {
     pub multipart_threshold: u64,
     /// Part size for multipart uploads (at least 5 MiB; raised when a file would need over 10,000 parts).
     pub part_size: u64,
+    /// Longest one request attempt may take until its response (a `PutObject` or one part's upload
+    /// included); a hung S3 call fails as unavailable after this instead of holding a job slot forever.
+    pub timeout: std::time::Duration,
+    /// Longest wait for the next bytes of a download body once the response has begun.
+    pub stall_timeout: std::time::Duration,
 }
+
+/// Default [`S3Config::timeout`]: an 8 MiB part at 1 MiB/s with room to spare.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Default [`S3Config::stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl S3Config {
     /// Defaults for `bucket`: AWS endpoint and region chain, virtual-host addressing, 16 MiB / 8 MiB.
@@ -35,6 +45,8 @@ impl S3Config {
             path_style: false,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             part_size: DEFAULT_PART_SIZE,
+            timeout: DEFAULT_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 
@@ -63,10 +75,12 @@ impl S3Config {
                 "path_style" => path_style = Some(parse_bool(&v)?),
                 "multipart_threshold" => cfg.multipart_threshold = parse_bytes(&k, &v)?,
                 "part_size" => cfg.part_size = parse_bytes(&k, &v)?,
+                "timeout" => cfg.timeout = parse_duration(&k, &v)?,
+                "stall_timeout" => cfg.stall_timeout = parse_duration(&k, &v)?,
                 other => {
                     return Err(format!(
                         "storage url: unknown parameter {other:?} (known: endpoint, region, path_style, \
-                         multipart_threshold, part_size)"
+                         multipart_threshold, part_size, timeout, stall_timeout)"
                     ))
                 }
             }
@@ -74,6 +88,15 @@ impl S3Config {
         cfg.path_style = path_style.unwrap_or(cfg.endpoint.is_some());
         Ok(cfg)
     }
+}
+
+fn parse_duration(k: &str, v: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(v)
+        .map_err(|e| format!("storage url: {k}={v:?}: expected a duration like 30s or 2m: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("storage url: {k} must be more than zero"));
+    }
+    Ok(d)
 }
 
 fn parse_bool(v: &str) -> Result<bool, String> {

@@ -55,6 +55,8 @@ impl S3Store {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(cfg.stall_timeout)
+                    .operation_attempt_timeout(cfg.timeout)
                     .build(),
             );
         if let Some(endpoint) = &cfg.endpoint {
@@ -126,7 +128,19 @@ impl S3Store {
         let mut body = out.body;
         let mut file = tokio::fs::File::create(dest).await?;
         let mut n = 0u64;
-        while let Some(chunk) = body.try_next().await.map_err(|e| body_error(key, e))? {
+        // The SDK's timeouts end at the response; the body is guarded here, per read.
+        loop {
+            let next = tokio::time::timeout(self.cfg.stall_timeout, body.try_next())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "get {key}: no bytes for {:?} in the middle of the body",
+                        self.cfg.stall_timeout
+                    ))
+                })?;
+            let Some(chunk) = next.map_err(|e| body_error(key, e))? else {
+                break;
+            };
             file.write_all(&chunk).await?;
             n += chunk.len() as u64;
         }

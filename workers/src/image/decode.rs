@@ -22,7 +22,7 @@ use mediafleet_proto::ErrorCode;
 use serde_json::{Map, Value};
 
 use super::resize::{Target, AUTO_LINEAR_RATIO};
-use super::{exif, frames, heic, icc, jpeg, libjpeg};
+use super::{exif, frames, heic, icc, jpeg, libjpeg, png_meta};
 use crate::sniff::{sniff, SNIFF_LEN};
 use crate::{Limits, MediaError};
 
@@ -135,6 +135,11 @@ fn decode_checked(path: &Path, req: &Request<'_>) -> Result<Decoded, MediaError>
     match reader.format() {
         Some(ImageFormat::Jpeg) => decode_jpeg(path, req),
         Some(ImageFormat::Avif) => decode_avif(path, req),
+        Some(ImageFormat::Png) => {
+            // Before the decoder: it inflates `iCCP` whole while reading the header.
+            png_meta::check(path, req.limits.metadata_bytes)?;
+            decode_generic(path, reader, ImageFormat::Png, req)
+        }
         Some(format) => decode_generic(path, reader, format, req),
         None => Err(MediaError::new(
             ErrorCode::UnsupportedFormat,

@@ -16,6 +16,8 @@
 //! - [`crop`]: where a `cover` window goes (centre, entropy, attention).
 //! - [`cascade`]: largest-first rendering that reuses earlier outputs with 2× headroom.
 //! - [`anim`]: animated WebP renditions of animated originals.
+//! - [`png_meta`]: PNG metadata chunks (ICC, text) inflated into a counting sink before decoding, so a
+//!   metadata bomb fails `too_large_bytes` without the allocation.
 //! - [`encode`]: WebP (libwebp, lossy), JPEG (libjpeg), PNG and AVIF (ravif), with no metadata.
 //! - [`hash`]: BlurHash and ThumbHash placeholders.
 //! - [`exif`]: orientation, camera make and model, capture time (GPS only when the profile asks).
@@ -34,5 +36,6 @@ pub mod icc;
 pub mod jpeg;
 pub mod libjpeg;
 pub mod pipeline;
+pub mod png_meta;
 pub mod resize;
 pub mod stream;
