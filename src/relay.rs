@@ -70,7 +70,7 @@ impl Relay {
                     false
                 }
             };
-            if round % SWEEP_EVERY == 0 {
+            if round.is_multiple_of(SWEEP_EVERY) {
                 self.sweep().await;
             }
             round = round.wrapping_add(1);
@@ -153,7 +153,12 @@ impl Relay {
                         }),
                     );
                     Some(OutboxJob {
-                        class: "notify".into(),
+                        class: crate::routing::class_for(
+                            mediafleet_proto::JobKind::NotifyWebhook,
+                            None,
+                            None,
+                        )
+                        .into(),
                         body: env.to_bytes(),
                         media_id: Some(id.clone()),
                     })

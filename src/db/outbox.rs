@@ -46,21 +46,18 @@ impl OutboxJob {
         profile: &str,
         kind: mediafleet_proto::MediaKind,
     ) -> Self {
-        use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, MediaKind, Stage};
+        use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, JobKind, MediaKind, Stage};
+        let stage = (kind == MediaKind::Video).then_some(Stage::Poster);
         let env = Envelope::new(
             id,
             &Job::MediaProcess(MediaProcess {
                 source_key: source_key.to_owned(),
                 profile: profile.to_owned(),
-                stage: (kind == MediaKind::Video).then_some(Stage::Poster),
+                stage,
             }),
         );
         OutboxJob {
-            class: match kind {
-                MediaKind::Image | MediaKind::Video => "image",
-                MediaKind::Audio => "video",
-            }
-            .into(),
+            class: crate::routing::class_for(JobKind::MediaProcess, stage, Some(kind)).into(),
             body: env.to_bytes(),
             media_id: Some(id.to_string()),
         }

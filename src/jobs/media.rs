@@ -13,7 +13,7 @@ use mediafleet_proto::envelope::MediaProcess;
 use mediafleet_proto::{Envelope, ErrorCode, Job, MediaKind, Profile, Stage};
 use mediafleet_proto::{HLS, MP4_720, POSTER};
 use mediafleet_workers::MediaError;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::progress::ProgressWriter;
 use super::retire::retire_replaced;
@@ -178,7 +178,30 @@ pub(super) async fn process(
                 stage: Some(next),
             }),
         );
-        let class = JobClass::new("video")?;
+        let class = JobClass::new(crate::routing::class_for(
+            mediafleet_proto::JobKind::MediaProcess,
+            Some(next),
+            Some(kind),
+        ))?;
+        // Known size: the scaler counts this transcode as duration × the measured rate of its profile. Noted
+        // before publishing, so a worker that finishes it at once finds the row to remove.
+        if let Some(media_seconds) = metadata
+            .get("duration_seconds")
+            .and_then(serde_json::Value::as_f64)
+        {
+            if let Err(e) = ctx
+                .records
+                .note_queued_work(
+                    &follow.job_id.to_string(),
+                    class.as_str(),
+                    &job.profile,
+                    media_seconds,
+                )
+                .await
+            {
+                warn!(media_id = %id, error = %e, "could not note the transcode's size; the scaler will use the class average");
+            }
+        }
         ctx.queue.publish(&class, &follow.to_bytes()).await?;
         info!(media_id = %id, renditions = rows.len(), "poster ready; transcode enqueued on the video class");
         super::enqueue_warm(ctx, &id).await;

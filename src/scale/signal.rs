@@ -31,6 +31,11 @@ pub struct ClassSignal {
     pub desired_workers: u32,
     /// Workers running.
     pub current_workers: u32,
+    /// The policy term that set `desired_workers` (`backlog`, `arrival`, `in_flight`, `jobs`, `minimum`,
+    /// `maximum`, `cool-down`).
+    pub decided_by: &'static str,
+    /// The arrival rate the policy estimated, jobs per second.
+    pub arrival_per_second: f64,
     /// Seconds per job used for the backlog (not part of the JSON contract).
     #[serde(skip)]
     pub cost_seconds: f64,
@@ -64,6 +69,8 @@ pub fn from_depth(class: &str, depth: &Depth, cost: f64) -> ClassSignal {
         backlog_seconds: jobs as f64 * cost,
         desired_workers: 0,
         current_workers: 0,
+        decided_by: "minimum",
+        arrival_per_second: 0.0,
         cost_seconds: cost,
     }
 }
@@ -112,6 +119,7 @@ mod tests {
         assert!((s.backlog_seconds - 50.0).abs() < 1e-9);
         let v = serde_json::to_value(&s).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        assert_eq!(keys.len(), 9, "{keys:?}");
+        assert_eq!(keys.len(), 11, "{keys:?}");
+        assert!(keys.contains(&"decided_by") && keys.contains(&"desired_workers"));
     }
 }

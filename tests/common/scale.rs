@@ -163,7 +163,9 @@ pub async fn burst_scenario(mut env: Vec<(String, String)>, config_extra: &str) 
         "{page}"
     );
 
-    // Shrink back to the minimum, but only after the scale-down window.
+    // Shrink back to the minimum: once the queue has stayed empty for a quarter of the scale-down window (the
+    // whole window while jobs still wait). When exactly is the policy's, tested on a paused clock in
+    // src/scale/policy.rs; here the queue may have been empty for a while before the last media was seen.
     wait_workers(
         &mbase,
         WINDOW + Duration::from_secs(30),
@@ -173,11 +175,6 @@ pub async fn burst_scenario(mut env: Vec<(String, String)>, config_extra: &str) 
     .await;
     eprintln!(
         "scale test: back to 1 worker {:?} after the last job was ready",
-        drained.elapsed()
-    );
-    assert!(
-        drained.elapsed() + 2 * POLL >= WINDOW,
-        "shrank before the window ({:?})",
         drained.elapsed()
     );
 
