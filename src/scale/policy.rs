@@ -261,7 +261,8 @@ pub fn raw_desired(
         n = 1;
     }
     let max = cfg.max_workers.max(cfg.min_workers);
-    if n < cfg.min_workers {
+    // Nothing asked for: the class sits at its minimum (zero included).
+    if n < cfg.min_workers || (n == cfg.min_workers && slots <= 0.0) {
         (cfg.min_workers, Term::Minimum, slots)
     } else if n > max {
         (max, Term::Maximum, slots)

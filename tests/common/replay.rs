@@ -13,12 +13,12 @@ use serde_json::{json, Value};
 use super::scale::{gauge, metrics, wait_workers};
 use super::*;
 
-/// Planned upload offsets: 1/s for 10 s, a burst of 6/s for 10 s, then 1/s for 12 s.
+/// Planned upload offsets: 1/s for 10 s, a burst of 12/s for 10 s, then 1/s for 15 s.
 pub fn planned_offsets() -> Vec<f64> {
     let mut v = Vec::new();
     v.extend((0..10).map(f64::from));
-    v.extend((0..60).map(|i| 10.0 + f64::from(i) / 6.0));
-    v.extend((0..12).map(|i| 20.0 + f64::from(i)));
+    v.extend((0..120).map(|i| 10.0 + f64::from(i) / 12.0));
+    v.extend((0..15).map(|i| 20.0 + f64::from(i)));
     v
 }
 
@@ -222,7 +222,7 @@ pub async fn replay_scenario(
     let trace = json!({
         "name": format!("replay-{backend}"),
         "description": "replayed from a real fleet by tests/common/replay.rs",
-        "duration_seconds": 32,
+        "duration_seconds": 35,
         "poll_seconds": 1,
         "cpu_period_seconds": 60,
         "startup_seconds": startup,
