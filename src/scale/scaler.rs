@@ -120,6 +120,9 @@ impl Scaler {
             )
             .await?;
             fill_from_db(&mut sig, &from_db);
+            if self.queue.backend() == "rabbitmq" {
+                fresher_in_flight(&mut sig, &from_db);
+            }
             let k = known.get(class);
             let queued_seconds = cost::queued_seconds(
                 sig.ready,
@@ -185,7 +188,10 @@ impl Scaler {
         let since = crate::db::now_ms() - 6 * 3600 * 1000;
         let mut r = DbReadings::default();
         match self.records.open_attempts_by_class(since).await {
-            Ok(rows) => r.in_flight = attribute(&rows),
+            Ok(rows) => {
+                r.in_flight = attribute(&rows);
+                r.attempts_read = true;
+            }
             Err(e) => warn!(error = %e, "could not read open job attempts"),
         }
         match self.records.oldest_queued_ms().await {
@@ -293,6 +299,8 @@ struct Known {
 struct DbReadings {
     /// Open job attempts per class.
     in_flight: BTreeMap<String, u64>,
+    /// Whether `in_flight` was read (a class missing from it then has none open).
+    attempts_read: bool,
     /// When the longest-waiting `queued` media was queued.
     oldest_queued_ms: Option<i64>,
 }
@@ -309,6 +317,16 @@ fn attribute(rows: &[(Option<String>, String, i64)]) -> BTreeMap<String, u64> {
         *out.entry(class).or_default() += u64::try_from(*n).unwrap_or(0);
     }
     out
+}
+
+/// RabbitMQ's in-flight (unacked) count is a management-API statistic refreshed every few seconds; open
+/// attempts are written when a job starts and when it ends. The smaller of the two drops both a stale count
+/// after a burst and attempts left open by a crashed worker.
+fn fresher_in_flight(sig: &mut ClassSignal, db: &DbReadings) {
+    if let (Some(broker), true) = (sig.in_flight, db.attempts_read) {
+        let open = db.in_flight.get(&sig.class).copied().unwrap_or(0);
+        sig.in_flight = Some(broker.min(open));
+    }
 }
 
 /// Fills readings the broker left unknown from the DB: in-flight from open job attempts, and for `image`
@@ -351,6 +369,7 @@ mod tests {
                 (Some("image".into()), "media.process".into(), 5),
             ]),
             oldest_queued_ms: None,
+            attempts_read: true,
         };
         let mut sig = signal::from_depth(
             "video",
@@ -366,6 +385,13 @@ mod tests {
         fill_from_db(&mut sig, &db);
         assert_eq!(sig.in_flight, Some(2), "video transcodes in flight");
         assert_eq!(sig.backlog_seconds, 180.0);
+        // A stale broker count (5 in flight) yields to the attempts (2); a class with none open reads 0.
+        sig.in_flight = Some(5);
+        fresher_in_flight(&mut sig, &db);
+        assert_eq!(sig.in_flight, Some(2));
+        sig.class = "cache".into();
+        fresher_in_flight(&mut sig, &db);
+        assert_eq!(sig.in_flight, Some(0));
     }
 
     #[test]
