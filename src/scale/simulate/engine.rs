@@ -61,6 +61,10 @@ pub(crate) struct Outcome {
     pub worker_seconds: f64,
     /// Our policy's decisions by the term that decided them.
     pub terms: BTreeMap<&'static str, u32>,
+    /// Jobs handed back by a worker drained past its drain timeout.
+    pub handed_back: u32,
+    /// Seconds of work those jobs had done, lost.
+    pub lost_work: f64,
 }
 
 /// The class's settings as the live scaler resolves them.
@@ -117,6 +121,7 @@ pub(crate) fn simulate(
     let mut worker_seconds = 0.0;
     let mut completed: u64 = 0;
     let mut terms = BTreeMap::new();
+    let (mut handed_back, mut lost_work) = (0u32, 0.0);
     let (mut hot_periods, mut period_busy, mut period_capacity) = (0u32, 0.0, 0.0);
     let (poll_steps, cpu_steps) = (every(trace.poll_seconds), every(trace.cpu_period_seconds));
     let (hpa_steps, keda_steps) = (
@@ -181,7 +186,9 @@ pub(crate) fn simulate(
             if w.leaving
                 .is_some_and(|at| t + dt - at >= trace.drain_seconds - 1e-9)
             {
-                for (_, j, _) in w.slots.iter_mut().filter_map(Option::take).rev() {
+                for (rem, j, _) in w.slots.iter_mut().filter_map(Option::take).rev() {
+                    handed_back += 1;
+                    lost_work += j.cost - rem;
                     queue.push_front(j);
                 }
             }
@@ -272,6 +279,8 @@ pub(crate) fn simulate(
         waits,
         worker_seconds,
         terms,
+        handed_back,
+        lost_work,
     }
 }
 

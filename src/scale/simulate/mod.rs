@@ -90,6 +90,10 @@ pub struct ClassWaits {
     pub jobs: usize,
     /// Seconds of work of all its jobs (true costs, work lost to hand-backs not included).
     pub work_seconds: f64,
+    /// Jobs a drained worker handed back at its drain timeout (each restarts from the beginning).
+    pub handed_back_jobs: u32,
+    /// Seconds of work those jobs had done, lost.
+    pub lost_work_seconds: f64,
     /// Whether the p95 wait is within the class's target.
     pub within_target: bool,
     /// Our policy only: how many decisions each term made (`backlog`, `arrival`, …).
@@ -115,6 +119,8 @@ fn waits(trace: &Trace, class: &str, jobs: &[trace::Job], out: &Outcome) -> Clas
         worker_seconds: round(out.worker_seconds),
         jobs: jobs.len(),
         work_seconds: round(jobs.iter().map(|j| j.cost).sum()),
+        handed_back_jobs: out.handed_back,
+        lost_work_seconds: round(out.lost_work),
         within_target: p95 <= slo + 1e-9,
         decided_by: out
             .terms
