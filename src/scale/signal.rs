@@ -1,8 +1,10 @@
 //! The signal per class: depth readings plus backlog in expected seconds of work.
 //!
-//! `backlog_seconds = (ready + in_flight) × cost`, where `cost` is the class's measured EWMA of seconds per
-//! job (or its `default_cost` until a job has been measured). Delayed messages are not counted: they cannot be
-//! worked until their retry delay ends, and then they are ready and count.
+//! [`from_depth`] gives `backlog_seconds = (ready + in_flight) × cost`, where `cost` is the class's measured
+//! EWMA of seconds per job (or its `default_cost` until a job has been measured); the scaler then replaces
+//! the ready part with the sum of known job sizes where producers noted them ([`super::cost::queued_seconds`]).
+//! Delayed messages are not counted: they cannot be worked until their retry delay ends, and then they are
+//! ready and count.
 
 use serde::Serialize;
 
