@@ -16,6 +16,7 @@
 //! - [`scale`]: the backlog-seconds signal, scaling policy, gauges, `fleet` supervisor and policy simulation.
 //! - [`media_object`]: the JSON of a media (assembly, read-through, warming); [`cache`]: Redis behind it.
 //! - [`relay`]: publishes the transactional outbox; [`webhook`]: callback URL policy and signatures.
+//! - [`routing`]: the one table of which class (queue) each job goes to.
 //! - [`telemetry`]: tracing to stderr.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod jobs;
 pub mod media_object;
 pub mod queue;
 pub mod relay;
+pub mod routing;
 pub mod runtime;
 pub mod sandbox;
 pub mod scale;

@@ -411,7 +411,13 @@ pub async fn complete(
     );
     if st
         .records
-        .complete_upload(&id, &OutboxJob::new("image", &env))
+        .complete_upload(
+            &id,
+            &OutboxJob::new(
+                crate::routing::class_for(mediafleet_proto::JobKind::MediaValidate, None, None),
+                &env,
+            ),
+        )
         .await?
     {
         st.uploads.committed();

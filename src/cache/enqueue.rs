@@ -15,6 +15,10 @@ pub async fn publish_warm(
     let id = uuid::Uuid::parse_str(media_id)
         .map_err(|e| QueueError::Config(format!("media id {media_id:?} is not a UUID: {e}")))?;
     let env = Envelope::new(id, &Job::CacheWarm(CacheWarm { version }));
-    let class = JobClass::new("cache")?;
+    let class = JobClass::new(crate::routing::class_for(
+        mediafleet_proto::JobKind::CacheWarm,
+        None,
+        None,
+    ))?;
     queue.publish(&class, &env.to_bytes()).await
 }

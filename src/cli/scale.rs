@@ -37,15 +37,20 @@ pub struct ScalerArgs {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 enum ScalerAction {
-    /// Replay an arrival trace through the backlog policy and the 80 % CPU rule.
+    /// Replay arrival traces through our backlog policy, best-tuned KEDA queueLength and the 80 % CPU rule.
     Simulate(SimulateArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
 struct SimulateArgs {
-    /// Trace file (default: the built-in bursty mixed trace, fixtures/scale-trace.json).
+    /// Trace file, repeatable (default: the built-in bursty trace; with --compare, every built-in trace).
+    /// JSON: the fleet per class, timings, and `arrivals` segments and/or `jobs` replayed from logs
+    /// (`{"class","at","cost_seconds","media_seconds"?,"profile"?}`); docs/scaling.md has the full format.
     #[arg(long)]
-    trace: Option<PathBuf>,
+    trace: Vec<PathBuf>,
+    /// Compare on every trace: ours, KEDA with its queueLength searched per class, and the CPU rule.
+    #[arg(long)]
+    compare: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -76,7 +81,7 @@ pub struct FleetArgs {
 
 fn print_table(signals: &[ClassSignal]) {
     println!(
-        "{:<10} {:>7} {:>9} {:>7} {:>5} {:>10} {:>10} {:>7} {:>7}",
+        "{:<10} {:>7} {:>9} {:>7} {:>5} {:>10} {:>10} {:>9} {:>7} {:>7}  decided_by",
         "class",
         "ready",
         "in_flight",
@@ -84,13 +89,14 @@ fn print_table(signals: &[ClassSignal]) {
         "dlq",
         "oldest_s",
         "backlog_s",
+        "arrival/s",
         "desired",
         "current"
     );
     for s in signals {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
         println!(
-            "{:<10} {:>7} {:>9} {:>7} {:>5} {:>10} {:>10.1} {:>7} {:>7}",
+            "{:<10} {:>7} {:>9} {:>7} {:>5} {:>10} {:>10.1} {:>9.3} {:>7} {:>7}  {}",
             s.class,
             s.ready,
             opt(s.in_flight.map(|n| n.to_string())),
@@ -98,8 +104,10 @@ fn print_table(signals: &[ClassSignal]) {
             s.dlq,
             opt(s.oldest_age_seconds.map(|a| format!("{a:.1}"))),
             s.backlog_seconds,
+            s.arrival_per_second,
             s.desired_workers,
-            s.current_workers
+            s.current_workers,
+            s.decided_by
         );
     }
 }
@@ -110,34 +118,94 @@ fn json_line(signals: &[ClassSignal]) -> anyhow::Result<String> {
     )?)
 }
 
-/// `mediafleet scaler [--once] [--json]` and `mediafleet scaler simulate`.
-pub async fn scaler(s: Settings, a: ScalerArgs) -> anyhow::Result<()> {
-    if let Some(ScalerAction::Simulate(sim)) = a.action {
-        let trace = Trace::load(sim.trace.as_deref())?;
-        let report = simulate::run(&trace);
+fn print_policies(slo: &BTreeMap<String, f64>, policies: &[simulate::PolicyReport]) {
+    println!(
+        "{:<8} {:>14} {:<7} {:>10} {:>8} {:>8} {:>8} {:>6} {:>4}  setting / decided by",
+        "policy", "worker_seconds", "class", "class_ws", "p50_s", "p95_s", "max_s", "slo_s", "ok"
+    );
+    for p in policies {
+        for c in &p.classes {
+            let note = if c.decided_by.is_empty() {
+                p.setting.clone()
+            } else {
+                c.decided_by
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            println!(
+                "{:<8} {:>14.0} {:<7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>4}  {note}",
+                p.name,
+                p.worker_seconds,
+                c.class,
+                c.worker_seconds,
+                c.p50_wait_seconds,
+                c.p95_wait_seconds,
+                c.max_wait_seconds,
+                slo.get(&c.class).copied().unwrap_or(0.0),
+                if c.within_target { "yes" } else { "NO" },
+            );
+        }
+    }
+}
+
+/// `scaler simulate [--trace F]… [--compare] [--json]`.
+fn simulate_cmd(sim: &SimulateArgs) -> anyhow::Result<()> {
+    let mut traces = sim
+        .trace
+        .iter()
+        .map(|p| Trace::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if traces.is_empty() {
+        traces = if sim.compare {
+            Trace::builtins()
+        } else {
+            vec![Trace::builtin("bursty")?]
+        };
+    }
+    if !sim.compare {
+        let report = simulate::run(&traces[0]);
         if sim.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
-            println!(
-                "{:<8} {:>14} {:<7} {:>8} {:>8} {:>8} {:>6}",
-                "policy", "worker_seconds", "class", "p50_s", "p95_s", "max_s", "slo_s"
-            );
-            for p in &report.policies {
-                for c in &p.classes {
-                    println!(
-                        "{:<8} {:>14.0} {:<7} {:>8.2} {:>8.2} {:>8.2} {:>6}",
-                        p.name,
-                        p.worker_seconds,
-                        c.class,
-                        c.p50_wait_seconds,
-                        c.p95_wait_seconds,
-                        c.max_wait_seconds,
-                        report.slo_seconds[&c.class]
-                    );
-                }
-            }
+            print_policies(&report.slo_seconds, &report.policies);
         }
         return Ok(());
+    }
+    let report = simulate::compare(&traces);
+    if sim.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    for t in &report.traces {
+        println!("== trace {} ==", t.name);
+        print_policies(&t.slo_seconds, &t.policies);
+        let ratios: Vec<String> = t
+            .worker_seconds_ratio
+            .iter()
+            .map(|(k, v)| format!("ours/{k} {v:.3}"))
+            .collect();
+        let bounds: Vec<String> = t
+            .lower_bound_ratio
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.3}"))
+            .collect();
+        println!(
+            "worker-seconds {} (least possible ÷ {}); goal {}",
+            ratios.join(", "),
+            bounds.join(", "),
+            if t.goal_met { "met" } else { "NOT met" }
+        );
+        println!();
+    }
+    Ok(())
+}
+
+/// `mediafleet scaler [--once] [--json]` and `mediafleet scaler simulate`.
+pub async fn scaler(s: Settings, a: ScalerArgs) -> anyhow::Result<()> {
+    if let Some(ScalerAction::Simulate(sim)) = a.action {
+        return simulate_cmd(&sim);
     }
     let records = crate::connect::records(&s).await?;
     let queue = crate::connect::queue_declared(&s, 1).await?;
@@ -222,8 +290,9 @@ pub async fn fleet(s: Settings, common: &CommonArgs, a: FleetArgs) -> anyhow::Re
     let records = crate::connect::records(&s).await?;
     let queue = crate::connect::queue_declared(&s, 1).await?;
     let window = a.scale_down_window.unwrap_or(s.scaling.scale_down_window);
+    let poll = a.poll_interval.unwrap_or(s.scaling.poll_interval);
     let scaler = Scaler::new(queue.clone(), records.clone(), &s.scaling, &a.classes)?
-        .with_bounds(a.min, a.max, window);
+        .with_bounds(a.min, a.max, window, poll);
     let concurrency: BTreeMap<String, u32> = scaler
         .classes()
         .into_iter()
@@ -238,7 +307,7 @@ pub async fn fleet(s: Settings, common: &CommonArgs, a: FleetArgs) -> anyhow::Re
         child_args: child_args(&s, common),
         concurrency,
         drain_timeout: a.drain_timeout.unwrap_or(s.worker.drain_timeout),
-        poll_interval: a.poll_interval.unwrap_or(s.scaling.poll_interval),
+        poll_interval: poll,
         stable_after: Duration::from_secs(30),
         restart_backoff: (Duration::from_millis(500), Duration::from_secs(30)),
     };

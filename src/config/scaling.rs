@@ -4,6 +4,7 @@
 //! [scaling]
 //! poll_interval = "5s"
 //! scale_down_window = "120s"
+//! startup = "10s"
 //! [scaling.image]
 //! min_workers = 0
 //! max_workers = 8
@@ -27,6 +28,9 @@ pub struct ScalingFile {
     pub scale_down_window: Option<Duration>,
     /// Weight of the newest finished job in the per-class cost EWMA (0 < alpha ≤ 1).
     pub ewma_alpha: Option<f64>,
+    /// First estimate of a worker's start-up (decision to taking jobs); `fleet` measures its own.
+    #[serde(default, with = "humantime_serde")]
+    pub startup: Option<Duration>,
     /// `[scaling.<class>]` tables.
     #[serde(flatten)]
     pub classes: BTreeMap<String, ClassScalingFile>,
@@ -85,6 +89,8 @@ pub struct ScalingSettings {
     pub scale_down_window: Duration,
     /// EWMA weight of the newest sample.
     pub ewma_alpha: f64,
+    /// First estimate of a worker's start-up.
+    pub startup: Duration,
 }
 
 /// Defaults per class: (min, max, target latency s, default cost s).
@@ -138,6 +144,7 @@ impl ScalingFile {
                 .ewma_alpha
                 .filter(|a| *a > 0.0 && *a <= 1.0)
                 .unwrap_or(0.2),
+            startup: self.startup.unwrap_or(Duration::from_secs(10)),
         }
     }
 }

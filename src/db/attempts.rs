@@ -29,18 +29,21 @@ pub struct Attempt {
 
 impl Records {
     /// Records the start of an attempt (idempotent: a redelivery of the same attempt restarts the row).
+    /// `class` is the queue the job was taken from.
     pub async fn start_attempt(
         &self,
         job_id: &str,
         attempt: u32,
         media_id: &str,
         kind: &str,
+        class: &str,
         worker: &str,
     ) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO job_attempts (job_id, attempt, media_id, kind, worker, started_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id, attempt) DO UPDATE SET \
-             worker = excluded.worker, started_at = excluded.started_at, finished_at = NULL, outcome = NULL",
+            "INSERT INTO job_attempts (job_id, attempt, media_id, kind, worker, started_at, class) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_id, attempt) DO UPDATE SET \
+             worker = excluded.worker, started_at = excluded.started_at, finished_at = NULL, outcome = NULL, \
+             class = excluded.class",
         )
         .bind(job_id)
         .bind(i64::from(attempt))
@@ -48,6 +51,7 @@ impl Records {
         .bind(kind)
         .bind(worker)
         .bind(now_ms())
+        .bind(class)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -76,15 +80,16 @@ impl Records {
         Ok(())
     }
 
-    /// Job attempts started since `since_ms` that have not ended, per job kind: the DB's view of jobs in
-    /// flight, for backends whose broker does not report it (RabbitMQ without the management API).
-    pub async fn open_attempts_by_kind(
+    /// Job attempts started since `since_ms` that have not ended, per recorded class (`None` on rows of older
+    /// workers) and job kind: the DB's view of jobs in flight, for backends whose broker does not report it
+    /// (RabbitMQ without the management API).
+    pub async fn open_attempts_by_class(
         &self,
         since_ms: i64,
-    ) -> Result<Vec<(String, i64)>, DbError> {
+    ) -> Result<Vec<(Option<String>, String, i64)>, DbError> {
         Ok(sqlx::query_as(
-            "SELECT kind, COUNT(*) FROM job_attempts WHERE finished_at IS NULL AND started_at >= $1 \
-             GROUP BY kind",
+            "SELECT class, kind, COUNT(*) FROM job_attempts WHERE finished_at IS NULL AND started_at >= $1 \
+             GROUP BY class, kind",
         )
         .bind(since_ms)
         .fetch_all(&self.read)

@@ -12,6 +12,7 @@ mod objects;
 mod outbox;
 mod reprocess;
 mod uploads;
+mod work;
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub use media::{MediaRow, NewMedia, RenditionRow};
 pub use objects::{ScopePage, WarmScope};
 pub use outbox::{OutboxJob, OutboxRow};
 pub use uploads::{IdempotencyClaim, Inserted, UploadExtra};
+pub use work::{KnownWork, MediaRate};
 
 use crate::config::DbUrl;
 

@@ -46,24 +46,28 @@ impl OutboxJob {
         profile: &str,
         kind: mediafleet_proto::MediaKind,
     ) -> Self {
-        use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, MediaKind, Stage};
+        use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, JobKind, MediaKind, Stage};
+        let stage = (kind == MediaKind::Video).then_some(Stage::Poster);
         let env = Envelope::new(
             id,
             &Job::MediaProcess(MediaProcess {
                 source_key: source_key.to_owned(),
                 profile: profile.to_owned(),
-                stage: (kind == MediaKind::Video).then_some(Stage::Poster),
+                stage,
             }),
         );
         OutboxJob {
-            class: match kind {
-                MediaKind::Image | MediaKind::Video => "image",
-                MediaKind::Audio => "video",
-            }
-            .into(),
+            class: crate::routing::class_for(JobKind::MediaProcess, stage, Some(kind)).into(),
             body: env.to_bytes(),
             media_id: Some(id.to_string()),
         }
+    }
+
+    /// The job id inside the body, when the body is an envelope.
+    pub fn job_id(&self) -> Option<String> {
+        mediafleet_proto::Envelope::parse(&self.body)
+            .ok()
+            .map(|e| e.job_id.to_string())
     }
 
     /// The long `transcode` stage of a video, on `video` (written by the poster stage when it hands over).
@@ -78,7 +82,12 @@ impl OutboxJob {
             }),
         );
         OutboxJob {
-            class: "video".into(),
+            class: crate::routing::class_for(
+                mediafleet_proto::JobKind::MediaProcess,
+                Some(Stage::Transcode),
+                Some(mediafleet_proto::MediaKind::Video),
+            )
+            .into(),
             body: env.to_bytes(),
             media_id: Some(id.to_string()),
         }

@@ -162,12 +162,38 @@ pub(super) async fn process(
         // Stored and enqueued in one transaction (the outbox): the long stage finds the poster rows to merge,
         // and a redelivered poster job cannot enqueue a second transcode.
         let follow = OutboxJob::transcode(env.media_id, &job.source_key, &job.profile);
+        // Known size: the scaler counts this transcode as duration × the measured rate of its profile. Noted
+        // before the job can be published, so a worker that finishes it at once finds the row to remove.
+        let noted = match (
+            follow.job_id(),
+            metadata
+                .get("duration_seconds")
+                .and_then(serde_json::Value::as_f64),
+        ) {
+            (Some(job_id), Some(media_seconds)) => {
+                match ctx
+                    .records
+                    .note_queued_work(&job_id, &follow.class, &job.profile, media_seconds)
+                    .await
+                {
+                    Ok(()) => Some(job_id),
+                    Err(e) => {
+                        warn!(media_id = %id, error = %e, "could not note the transcode's size; the scaler will use the class average");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         if !ctx
             .records
             .keep_partial(&id, &metadata, blurhash, thumbhash, &rows, &follow)
             .await?
         {
             info!(media_id = %id, "media ended, or handed over, while its poster was made; not continuing");
+            if let Some(job_id) = noted {
+                let _ = ctx.records.take_queued_work(&job_id).await;
+            }
             discard_unserved(ctx, &id, &rows).await;
             return Ok(Done::Skipped);
         }

@@ -76,14 +76,28 @@ async fn run_one(
     env: Envelope,
     attempt: u32,
 ) {
+    let _busy = crate::scale::observe::busy();
     let job_id = env.job_id.to_string();
     let media_id = env.media_id.to_string();
     if let Err(e) = ctx
         .records
-        .start_attempt(&job_id, attempt, &media_id, &env.kind, &opts.worker_id)
+        .start_attempt(
+            &job_id,
+            attempt,
+            &media_id,
+            &env.kind,
+            class.as_str(),
+            &opts.worker_id,
+        )
         .await
     {
         warn!(error = %e, "could not record attempt start");
+    }
+    let sized = crate::scale::observe::sized(&env);
+    if sized {
+        if let Err(e) = ctx.records.start_queued_work(&job_id).await {
+            warn!(error = %e, "could not mark the job's known work started");
+        }
     }
     let started = std::time::Instant::now();
     let result = match tempfile::Builder::new()
@@ -206,7 +220,14 @@ async fn run_one(
     {
         warn!(error = %e, "could not record attempt end");
     }
-    crate::scale::observe::job_finished(&ctx.records, class, outcome.0, elapsed, completed);
+    crate::scale::observe::job_finished(
+        &ctx.records,
+        class,
+        outcome.0,
+        elapsed,
+        completed,
+        sized.then_some(job_id.as_str()),
+    );
 }
 
 /// How a supervised job ended.

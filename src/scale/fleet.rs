@@ -44,6 +44,10 @@ struct Worker {
     proc: Child,
     pid: u32,
     started: Instant,
+    /// Spawn time, unix ms (compared with heartbeat times).
+    spawned_ms: i64,
+    /// Whether its first heartbeat was seen (its start-up has been measured).
+    seen: bool,
     /// When SIGTERM was sent.
     draining: Option<Instant>,
 }
@@ -53,6 +57,8 @@ struct Pool {
     workers: Vec<Worker>,
     crashes: u32,
     not_before: Option<Instant>,
+    /// EWMA of measured start-ups, seconds.
+    startup: Option<f64>,
 }
 
 impl Pool {
@@ -79,10 +85,19 @@ pub async fn run(
         .map(|c| (c, Pool::default()))
         .collect();
     info!(classes = ?pools.keys().collect::<Vec<_>>(), poll = ?opts.poll_interval, "fleet starting");
+    let mut last_tick = Instant::now();
     loop {
+        let elapsed = last_tick.elapsed().as_secs_f64();
+        last_tick = Instant::now();
         for (class, pool) in pools.iter_mut() {
+            // Worker-seconds as the simulation counts them: every child alive, draining ones included.
+            METRICS
+                .fleet_worker_seconds
+                .with_label_values(&[class.as_str()])
+                .inc_by(elapsed * pool.workers.len() as f64);
             reap(&opts, class, pool);
         }
+        let busy = observe_children(&records, &mut pools, &mut scaler).await;
         let current: BTreeMap<String, u32> = pools
             .iter()
             .map(|(c, p)| (c.clone(), p.running()))
@@ -96,7 +111,7 @@ pub async fn run(
                 for s in &signals {
                     if let Some(pool) = pools.get_mut(&s.class) {
                         let gpu_blocked = s.class == route::GPU_CLASS && !gpu_here;
-                        reconcile(&opts, s, pool, gpu_blocked);
+                        reconcile(&opts, s, pool, gpu_blocked, &busy);
                         METRICS.set(
                             metrics::CURRENT_WORKERS,
                             &s.class,
@@ -138,6 +153,64 @@ pub async fn run(
     }
     info!("fleet stopped");
     Ok(())
+}
+
+/// Reads the children's heartbeats: times each new child from spawn to its first heartbeat (the class's
+/// EWMA goes to the scaler), and returns each child's jobs in flight by pid, so drains pick idle ones first.
+async fn observe_children(
+    records: &Records,
+    pools: &mut BTreeMap<String, Pool>,
+    scaler: &mut Scaler,
+) -> BTreeMap<u32, i64> {
+    let fresh = crate::db::now_ms() - observe::PRESENCE_FRESH.as_millis() as i64;
+    let since = pools
+        .values()
+        .flat_map(|p| p.workers.iter())
+        .filter(|w| !w.seen)
+        .map(|w| w.spawned_ms)
+        .min()
+        .map_or(fresh, |s| s.min(fresh));
+    let seen = match store::seen_workers(records, since).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(error = %e, "cannot read worker heartbeats (start-up times, jobs in flight)");
+            return BTreeMap::new();
+        }
+    };
+    let pid_of = |id: &str| id.rsplit(':').next().and_then(|p| p.parse::<u32>().ok());
+    let mut busy = BTreeMap::new();
+    for s in &seen {
+        if let Some(pid) = pid_of(&s.worker_id) {
+            busy.insert(pid, s.in_flight);
+        }
+    }
+    for (class, pool) in pools.iter_mut() {
+        let mut changed = false;
+        for w in pool.workers.iter_mut().filter(|w| !w.seen) {
+            if let Some(s) = seen.iter().find(|s| pid_of(&s.worker_id) == Some(w.pid)) {
+                w.seen = true;
+                // The heartbeat row holds the latest beat; the fleet's own clock bounds it from above.
+                let sample = ((s.seen_at - w.spawned_ms).max(0) as f64 / 1000.0)
+                    .min(w.started.elapsed().as_secs_f64());
+                pool.startup = Some(super::cost::ewma(pool.startup, sample, 0.3));
+                changed = true;
+                info!(
+                    class = class.as_str(),
+                    pid = w.pid,
+                    startup_seconds = sample,
+                    "worker took its first heartbeat"
+                );
+            }
+        }
+        if let (true, Some(s)) = (changed, pool.startup) {
+            scaler.set_startup(class, Duration::from_secs_f64(s));
+            METRICS
+                .worker_startup
+                .with_label_values(&[class.as_str()])
+                .set(s);
+        }
+    }
+    busy
 }
 
 /// Collects exited children: a drained one is done; any other exit is a crash and arms the restart backoff.
@@ -196,13 +269,29 @@ pub fn restart_delay((min, max): (Duration, Duration), n: u32) -> Duration {
         .unwrap_or(max)
 }
 
-/// Moves the class's running count toward its desired count.
-fn reconcile(opts: &FleetOptions, s: &ClassSignal, pool: &mut Pool, gpu_blocked: bool) {
+/// Moves the class's running count toward its desired count. `busy` is each child's jobs in flight at its
+/// last heartbeat.
+fn reconcile(
+    opts: &FleetOptions,
+    s: &ClassSignal,
+    pool: &mut Pool,
+    gpu_blocked: bool,
+    busy: &BTreeMap<u32, i64>,
+) {
     let running = pool.running();
     let desired = if gpu_blocked { 0 } else { s.desired_workers };
     let inputs = format!(
-        "ready={} in_flight={:?} delayed={} backlog_seconds={:.2} cost_seconds={:.3} desired={} running={}",
-        s.ready, s.in_flight, s.delayed, s.backlog_seconds, s.cost_seconds, s.desired_workers, running
+        "ready={} in_flight={:?} delayed={} backlog_seconds={:.2} cost_seconds={:.3} arrival_per_second={:.3} \
+         desired={} decided_by={} running={}",
+        s.ready,
+        s.in_flight,
+        s.delayed,
+        s.backlog_seconds,
+        s.cost_seconds,
+        s.arrival_per_second,
+        s.desired_workers,
+        s.decided_by,
+        running
     );
     if gpu_blocked && s.desired_workers > 0 {
         info!(class = %s.class, %inputs, "no NVENC on this machine: no video-gpu workers here (jobs fall back)");
@@ -230,19 +319,18 @@ fn reconcile(opts: &FleetOptions, s: &ClassSignal, pool: &mut Pool, gpu_blocked:
             }
         }
     } else if desired < running {
-        // Drain the newest first: the oldest are the warmest.
-        let mut surplus = running - desired;
-        for w in pool
-            .workers
-            .iter_mut()
+        // Drain workers still starting first, then idle ones (by their last heartbeat), then the newest: a
+        // busy worker drained past its drain timeout hands its job back and its work is lost.
+        let mut order: Vec<usize> = (0..pool.workers.len())
             .rev()
-            .filter(|w| w.draining.is_none())
-        {
-            if surplus == 0 {
-                break;
-            }
-            terminate(&s.class, w, &inputs);
-            surplus -= 1;
+            .filter(|i| pool.workers[*i].draining.is_none())
+            .collect();
+        order.sort_by_key(|i| {
+            let w = &pool.workers[*i];
+            (w.seen, busy.get(&w.pid).copied().unwrap_or(0))
+        });
+        for i in order.into_iter().take((running - desired) as usize) {
+            terminate(&s.class, &mut pool.workers[i], &inputs);
         }
     }
 }
@@ -282,6 +370,8 @@ fn spawn(opts: &FleetOptions, class: &str) -> Result<Worker, ScaleError> {
         proc,
         pid,
         started: Instant::now(),
+        spawned_ms: crate::db::now_ms(),
+        seen: false,
         draining: None,
     })
 }

@@ -42,6 +42,10 @@ pub const JOB_DURATION: &str = "mediafleet_job_duration_seconds";
 pub const DB_REJECTED: &str = "mediafleet_db_rejected_statements_total";
 /// Outbox rows parked after failing to publish for a reason of their own.
 pub const OUTBOX_PARKED: &str = "mediafleet_outbox_parked_total";
+/// `fleet`: worker processes (starting, running or draining) integrated over time, per class.
+pub const FLEET_WORKER_SECONDS: &str = "mediafleet_fleet_worker_seconds_total";
+/// `fleet`: measured start-up of a worker (spawn to first heartbeat), EWMA per class.
+pub const WORKER_STARTUP: &str = "mediafleet_worker_startup_seconds";
 
 /// Every per-class gauge the scaler publishes, in `scaler --once --json` field order.
 pub const GAUGES: [&str; 8] = [
@@ -69,6 +73,10 @@ pub struct Metrics {
     pub db_rejected: prometheus::Counter,
     /// [`OUTBOX_PARKED`].
     pub outbox_parked: prometheus::Counter,
+    /// [`FLEET_WORKER_SECONDS`].
+    pub fleet_worker_seconds: CounterVec,
+    /// [`WORKER_STARTUP`].
+    pub worker_startup: GaugeVec,
 }
 
 fn help(name: &str) -> &'static str {
@@ -132,6 +140,28 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry
         .register(Box::new(outbox_parked.clone()))
         .expect("registered once");
+    let fleet_worker_seconds = CounterVec::new(
+        Opts::new(
+            FLEET_WORKER_SECONDS,
+            "Seconds of worker processes (starting, running or draining) run by this fleet",
+        ),
+        &["class"],
+    )
+    .expect("valid counter definition");
+    registry
+        .register(Box::new(fleet_worker_seconds.clone()))
+        .expect("registered once");
+    let worker_startup = GaugeVec::new(
+        Opts::new(
+            WORKER_STARTUP,
+            "Measured seconds from spawning a worker to its first heartbeat (EWMA)",
+        ),
+        &["class"],
+    )
+    .expect("valid gauge definition");
+    registry
+        .register(Box::new(worker_startup.clone()))
+        .expect("registered once");
     Metrics {
         registry,
         gauges,
@@ -139,6 +169,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         duration,
         db_rejected,
         outbox_parked,
+        fleet_worker_seconds,
+        worker_startup,
     }
 });
 

@@ -4,14 +4,17 @@
 //! # Layout
 //! - [`store`]: the per-class cost EWMA and worker heartbeats, in the DB (migration 0003).
 //! - [`signal`]: depth readings × expected cost → [`signal::ClassSignal`] per class.
-//! - [`policy`]: `desired = clamp(ceil(backlog / (target × concurrency)), min, max)`, fast up, stabilised down.
+//! - [`cost`]: expected seconds of a job: per job, or per media-second where the probe knows the duration.
+//! - [`policy`]: predictive backlog-seconds: queued work plus the arrivals a start-up makes late, cleared
+//!   within the target latency; one slot per job at most; fast up, stabilised down. The simulation runs it too.
 //! - [`metrics`]: gauge and counter names, the registry, and the `/metrics` server.
 //! - [`observe`]: what the worker runtime reports when a job ends, and the worker's sidecars.
 //! - [`route`]: `video-gpu` capability check and the fallback to `video`.
 //! - [`scaler`]: one poll of every class: read, decide, publish gauges.
 //! - [`fleet`]: spawns and drains `mediafleet worker` processes on the scaler's decisions.
-//! - [`simulate`]: replays an arrival trace through our policy and the CPU rule.
+//! - [`simulate`]: replays arrival traces through our policy, KEDA's queueLength rule and the CPU rule.
 
+pub mod cost;
 pub mod fleet;
 pub mod metrics;
 pub mod observe;

@@ -1,6 +1,7 @@
 //! What a worker adds for scaling: the job-end hook the runtime calls (counters, histogram, cost EWMA), and
 //! the sidecars of a `worker` process (`/metrics`, heartbeats, the `video-gpu` capability check).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -21,14 +22,42 @@ pub const PRESENCE_FRESH: Duration = Duration::from_secs(15);
 
 static ALPHA: OnceLock<f64> = OnceLock::new();
 
+/// Jobs this process is running, reported with each heartbeat.
+static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+
+/// Counts one running job until dropped (early returns included).
+pub struct Busy(());
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Called by the runtime when a job starts; the job counts as in flight until the guard is dropped.
+pub fn busy() -> Busy {
+    IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+    Busy(())
+}
+
+/// Whether a job's size was noted by its producer (a video's transcode stage: the probe knew the duration),
+/// so the runtime marks it started and removes it when it ends.
+pub fn sized(env: &mediafleet_proto::Envelope) -> bool {
+    env.kind == mediafleet_proto::JobKind::MediaProcess.as_str()
+        && env.payload.get("stage").and_then(|s| s.as_str()) == Some("transcode")
+}
+
 /// Called by the runtime when a job has ended with `status` (`ok`, `failed`, `retry`, `dead_letter`).
 /// `sample` says whether `elapsed` is a fair measure of the class's cost (completed work, not a skip).
+/// `sized_job` is the job id of a job of known size ([`sized`]): once it has ended for good its row goes,
+/// and a measured one teaches the seconds-per-media-second rate of its profile.
 pub fn job_finished(
     records: &Records,
     class: &JobClass,
     status: &str,
     elapsed: Duration,
     sample: bool,
+    sized_job: Option<&str>,
 ) {
     METRICS
         .jobs
@@ -38,12 +67,34 @@ pub fn job_finished(
         .duration
         .with_label_values(&[class.as_str()])
         .observe(elapsed.as_secs_f64());
+    let alpha = *ALPHA.get().unwrap_or(&0.2);
+    if let Some(job_id) = sized_job.filter(|_| status != "retry") {
+        let (records, class, job_id) = (
+            records.clone(),
+            class.as_str().to_owned(),
+            job_id.to_owned(),
+        );
+        tokio::spawn(async move {
+            match records.take_queued_work(&job_id).await {
+                Ok(Some((profile, media_seconds))) if sample && media_seconds > 0.0 => {
+                    let rate = elapsed.as_secs_f64() / media_seconds;
+                    if let Err(e) = records
+                        .record_media_rate(&class, &profile, rate, alpha)
+                        .await
+                    {
+                        warn!(error = %e, class, "could not update the per-media-second rate");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, class, "could not remove the job's known work"),
+            }
+        });
+    }
     if !sample {
         return;
     }
     let records = records.clone();
     let class = class.as_str().to_owned();
-    let alpha = *ALPHA.get().unwrap_or(&0.2);
     tokio::spawn(async move {
         if let Err(e) = store::record_cost(&records, &class, elapsed.as_secs_f64(), alpha).await {
             warn!(error = %e, class, "could not update the cost EWMA");
@@ -90,7 +141,8 @@ pub async fn start_worker_sidecars(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
-                    if let Err(e) = store::heartbeat(&records, &id, &classes, &capabilities).await {
+                    let busy = IN_FLIGHT.load(Ordering::Relaxed);
+                    if let Err(e) = store::heartbeat(&records, &id, &classes, &capabilities, busy).await {
                         warn!(error = %e, "presence heartbeat failed");
                     }
                 }

@@ -1,8 +1,10 @@
 //! The signal per class: depth readings plus backlog in expected seconds of work.
 //!
-//! `backlog_seconds = (ready + in_flight) × cost`, where `cost` is the class's measured EWMA of seconds per
-//! job (or its `default_cost` until a job has been measured). Delayed messages are not counted: they cannot be
-//! worked until their retry delay ends, and then they are ready and count.
+//! [`from_depth`] gives `backlog_seconds = (ready + in_flight) × cost`, where `cost` is the class's measured
+//! EWMA of seconds per job (or its `default_cost` until a job has been measured); the scaler then replaces
+//! the ready part with the sum of known job sizes where producers noted them ([`super::cost::queued_seconds`]).
+//! Delayed messages are not counted: they cannot be worked until their retry delay ends, and then they are
+//! ready and count.
 
 use serde::Serialize;
 
@@ -31,6 +33,11 @@ pub struct ClassSignal {
     pub desired_workers: u32,
     /// Workers running.
     pub current_workers: u32,
+    /// The policy term that set `desired_workers` (`backlog`, `arrival`, `in_flight`, `jobs`, `minimum`,
+    /// `maximum`, `cool-down`).
+    pub decided_by: &'static str,
+    /// The arrival rate the policy estimated, jobs per second.
+    pub arrival_per_second: f64,
     /// Seconds per job used for the backlog (not part of the JSON contract).
     #[serde(skip)]
     pub cost_seconds: f64,
@@ -64,6 +71,8 @@ pub fn from_depth(class: &str, depth: &Depth, cost: f64) -> ClassSignal {
         backlog_seconds: jobs as f64 * cost,
         desired_workers: 0,
         current_workers: 0,
+        decided_by: "minimum",
+        arrival_per_second: 0.0,
         cost_seconds: cost,
     }
 }
@@ -112,6 +121,7 @@ mod tests {
         assert!((s.backlog_seconds - 50.0).abs() < 1e-9);
         let v = serde_json::to_value(&s).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        assert_eq!(keys.len(), 9, "{keys:?}");
+        assert_eq!(keys.len(), 11, "{keys:?}");
+        assert!(keys.contains(&"decided_by") && keys.contains(&"desired_workers"));
     }
 }

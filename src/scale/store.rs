@@ -59,22 +59,25 @@ pub async fn costs(records: &Records) -> Result<BTreeMap<String, Cost>, DbError>
         .collect())
 }
 
-/// Marks `worker_id` alive for `classes` now.
+/// Marks `worker_id` alive for `classes` now, with its jobs in flight.
 pub async fn heartbeat(
     records: &Records,
     worker_id: &str,
     classes: &[String],
     capabilities: &str,
+    in_flight: i64,
 ) -> Result<(), DbError> {
     for class in classes {
         sqlx::query(
-            "INSERT INTO worker_presence (worker_id, class, capabilities, seen_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (worker_id, class) DO UPDATE SET capabilities = $3, seen_at = $4",
+            "INSERT INTO worker_presence (worker_id, class, capabilities, seen_at, in_flight) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (worker_id, class) DO UPDATE SET capabilities = $3, seen_at = $4, in_flight = $5",
         )
         .bind(worker_id)
         .bind(class)
         .bind(capabilities)
         .bind(now_ms())
+        .bind(in_flight)
         .execute(records.write_pool())
         .await?;
     }
@@ -108,6 +111,37 @@ pub async fn live_workers(
         .map(|r| {
             let n: i64 = r.get("n");
             (r.get::<String, _>("class"), u32::try_from(n).unwrap_or(0))
+        })
+        .collect())
+}
+
+/// One worker's latest heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// `host:pid`.
+    pub worker_id: String,
+    /// Last heartbeat, unix ms.
+    pub seen_at: i64,
+    /// Jobs in flight at that heartbeat.
+    pub in_flight: i64,
+}
+
+/// Heartbeat rows seen since `since_ms`. The fleet times a worker's start-up from its spawn to its first
+/// heartbeat, and drains idle workers before busy ones.
+pub async fn seen_workers(records: &Records, since_ms: i64) -> Result<Vec<Seen>, DbError> {
+    let rows = sqlx::query(
+        "SELECT worker_id, MAX(seen_at) AS seen, MAX(in_flight) AS busy FROM worker_presence \
+         WHERE seen_at >= $1 GROUP BY worker_id",
+    )
+    .bind(since_ms)
+    .fetch_all(records.write_pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Seen {
+            worker_id: r.get::<String, _>("worker_id"),
+            seen_at: r.get::<i64, _>("seen"),
+            in_flight: r.get::<i64, _>("busy"),
         })
         .collect())
 }

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod fleet;
 pub mod proxy;
+pub mod replay;
 pub mod scale;
 pub mod uploads;
 

@@ -47,27 +47,29 @@ pub async fn wait_workers(
     panic!("{what}: not reached within {within:?}; last current_workers = {last:?}");
 }
 
-/// Runs the burst scenario with `env` (queue, db, prefix …) on top of a fresh data dir and fast config.
-pub async fn burst_scenario(mut env: Vec<(String, String)>, config_extra: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "{config_extra}\n[scaling.image]\ntarget_latency = \"1s\"\nconcurrency = 1\ndefault_cost = \"200ms\"\n"
-    );
-    let config = fast_config(dir.path(), &extra);
+/// Starts `api` and a `fleet` of image workers (min 1, max 4, 1 s polls, 10 s scale-down window, metrics on
+/// a port of its own) with `env` plus a fast config carrying `extra`, data under `dir`; waits until the fleet
+/// runs its minimum. Returns (api, fleet, api base URL, fleet metrics base URL).
+pub async fn start_api_and_fleet(
+    env: &mut Vec<(String, String)>,
+    dir: &std::path::Path,
+    extra: &str,
+) -> (Proc, Proc, String, String) {
+    let config = fast_config(dir, extra);
     let (port, mport) = (free_port(), free_port());
     env.extend([
         ("MEDIAFLEET_CONFIG".to_owned(), config.display().to_string()),
         (
             "MEDIAFLEET_DATA_DIR".to_owned(),
-            dir.path().join("data").display().to_string(),
+            dir.join("data").display().to_string(),
         ),
         ("MEDIAFLEET_LISTEN".to_owned(), format!("127.0.0.1:{port}")),
     ]);
     let base = format!("http://127.0.0.1:{port}");
     let mbase = format!("http://127.0.0.1:{mport}");
-    let api = Proc::spawn("api", &["api"], &fleet::refs(&env));
+    let api = Proc::spawn("api", &["api"], &fleet::refs(env));
     wait_healthy(&base, Duration::from_secs(60)).await;
-    let mut fleet = Proc::spawn(
+    let fleet = Proc::spawn(
         "fleet",
         &[
             "fleet",
@@ -86,7 +88,7 @@ pub async fn burst_scenario(mut env: Vec<(String, String)>, config_extra: &str) 
             "--metrics-listen",
             &format!("127.0.0.1:{mport}"),
         ],
-        &fleet::refs(&env),
+        &fleet::refs(env),
     );
     wait_healthy(&mbase, Duration::from_secs(60)).await;
     wait_workers(
@@ -96,6 +98,16 @@ pub async fn burst_scenario(mut env: Vec<(String, String)>, config_extra: &str) 
         |n| n == 1.0,
     )
     .await;
+    (api, fleet, base, mbase)
+}
+
+/// Runs the burst scenario with `env` (queue, db, prefix …) on top of a fresh data dir and fast config.
+pub async fn burst_scenario(mut env: Vec<(String, String)>, config_extra: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{config_extra}\n[scaling.image]\ntarget_latency = \"1s\"\nconcurrency = 1\ndefault_cost = \"200ms\"\n"
+    );
+    let (api, mut fleet, base, mbase) = start_api_and_fleet(&mut env, dir.path(), &extra).await;
 
     // The burst: 200 uploads, 8 at a time.
     let png = fixture("alpha.png");
@@ -163,7 +175,9 @@ pub async fn burst_scenario(mut env: Vec<(String, String)>, config_extra: &str) 
         "{page}"
     );
 
-    // Shrink back to the minimum, but only after the scale-down window.
+    // Shrink back to the minimum: once the queue has stayed empty for a quarter of the scale-down window (the
+    // whole window while jobs still wait). When exactly is the policy's, tested on a paused clock in
+    // src/scale/policy.rs; here the queue may have been empty for a while before the last media was seen.
     wait_workers(
         &mbase,
         WINDOW + Duration::from_secs(30),
@@ -173,11 +187,6 @@ pub async fn burst_scenario(mut env: Vec<(String, String)>, config_extra: &str) 
     .await;
     eprintln!(
         "scale test: back to 1 worker {:?} after the last job was ready",
-        drained.elapsed()
-    );
-    assert!(
-        drained.elapsed() + 2 * POLL >= WINDOW,
-        "shrank before the window ({:?})",
         drained.elapsed()
     );
 
