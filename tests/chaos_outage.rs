@@ -42,12 +42,8 @@ async fn status(base: &str, id: &str) -> Value {
         .unwrap()
 }
 
-fn env_of(f: &common::fleet::Fleet, key: &str) -> String {
-    f.env.iter().find(|(k, _)| k == key).unwrap().1.clone()
-}
-
-#[tokio::test]
-async fn an_s3_outage_longer_than_the_retry_budget_spends_no_attempt() {
+/// `api` (straight to moto) and a worker whose S3 is behind a proxy that is off, with `outage_budget`.
+async fn fleet_with_s3_off(outage_budget: &str) -> (common::fleet::Fleet, SwitchProxy) {
     require_tcp("127.0.0.1:5672", "RabbitMQ");
     let (bucket, storage) = moto_bucket().await;
     let proxy = SwitchProxy::start(s3_endpoint().trim_start_matches("http://")).await;
@@ -56,9 +52,19 @@ async fn an_s3_outage_longer_than_the_retry_budget_spends_no_attempt() {
         amqp_url(),
         Some(storage),
         vec![("MEDIAFLEET_STORAGE".into(), through(&proxy, &bucket))],
-        r#"outage_budget = "10m""#,
+        &format!("outage_budget = \"{outage_budget}\""),
     )
     .await;
+    (f, proxy)
+}
+
+fn env_of(f: &common::fleet::Fleet, key: &str) -> String {
+    f.env.iter().find(|(k, _)| k == key).unwrap().1.clone()
+}
+
+#[tokio::test]
+async fn an_s3_outage_longer_than_the_retry_budget_spends_no_attempt() {
+    let (f, proxy) = fleet_with_s3_off("10m").await;
     let mut ids = Vec::new();
     for name in ["photo.jpg", "orientation-6.jpg", "palette.png"] {
         let (code, b) = upload(&f.base, &fixture(name), name).await;
@@ -105,17 +111,7 @@ async fn an_s3_outage_longer_than_the_retry_budget_spends_no_attempt() {
 
 #[tokio::test]
 async fn an_outage_longer_than_its_budget_fails_with_one_readable_line() {
-    require_tcp("127.0.0.1:5672", "RabbitMQ");
-    let (bucket, storage) = moto_bucket().await;
-    let proxy = SwitchProxy::start(s3_endpoint().trim_start_matches("http://")).await;
-    proxy.off();
-    let f = start_fleet_with(
-        amqp_url(),
-        Some(storage),
-        vec![("MEDIAFLEET_STORAGE".into(), through(&proxy, &bucket))],
-        r#"outage_budget = "4s""#,
-    )
-    .await;
+    let (f, _proxy) = fleet_with_s3_off("4s").await;
     let (code, b) = upload(&f.base, &fixture("photo.jpg"), "photo.jpg").await;
     assert_eq!(code, 202, "{b}");
     let m = wait_final(&f.base, b["id"].as_str().unwrap(), Duration::from_secs(90)).await;

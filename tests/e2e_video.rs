@@ -18,24 +18,7 @@ struct Served {
 async fn start() -> Served {
     let dir = tempfile::tempdir().unwrap();
     let cfg = fast_config(dir.path(), "");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let data = dir.path().join("data");
-    let proc = Proc::spawn(
-        "serve",
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "serve",
-        ],
-        &[],
-    );
-    let base = format!("http://{listen}");
-    wait_healthy(&base, Duration::from_secs(30)).await;
+    let (proc, base) = serve_embedded(dir.path(), &cfg).await;
     Served {
         _proc: proc,
         base,

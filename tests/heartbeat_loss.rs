@@ -39,23 +39,7 @@ async fn a_lost_lease_stops_the_job() {
     assert!(made.success());
     let cfg = fast_config_with(dir.path(), r#"lease = "1s""#, "");
     let data = dir.path().join("data");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _serve = Proc::spawn(
-        "serve",
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "serve",
-        ],
-        &[],
-    );
-    let base = format!("http://{listen}");
-    wait_healthy(&base, Duration::from_secs(30)).await;
+    let (_serve, base) = serve_embedded(dir.path(), &cfg).await;
     let (code, b) = upload(&base, &clip, "long.mp4").await;
     assert_eq!(code, 202, "{b}");
     let id = b["id"].as_str().unwrap().to_owned();

@@ -14,24 +14,8 @@ use mediafleet::db::Records;
 async fn a_transcode_teaches_the_seconds_per_media_second_of_its_profile() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = fast_config(dir.path(), "");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let (_serve, base) = serve_embedded(dir.path(), &cfg).await;
     let data = dir.path().join("data");
-    let _serve = Proc::spawn(
-        "serve",
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "serve",
-        ],
-        &[],
-    );
-    let base = format!("http://{listen}");
-    wait_healthy(&base, Duration::from_secs(30)).await;
     let (status, body) = upload(&base, &fixture("clip.mp4"), "clip.mp4").await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap();

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`store`]: the per-class cost EWMA and worker heartbeats, in the DB (migration 0003).
 //! - [`signal`]: depth readings × expected cost → [`signal::ClassSignal`] per class.
+//! - [`arrival`]: the arrival rate per class from successive readings (the policy's `λ`).
 //! - [`cost`]: expected seconds of a job: per job, or per media-second where the probe knows the duration.
 //! - [`policy`]: predictive backlog-seconds: queued work plus the arrivals a start-up makes late, cleared
 //!   within the target latency; one slot per job at most; fast up, stabilised down. The simulation runs it too.
@@ -14,6 +15,7 @@
 //! - [`fleet`]: spawns and drains `mediafleet worker` processes on the scaler's decisions.
 //! - [`simulate`]: replays arrival traces through our policy, KEDA's queueLength rule and the CPU rule.
 
+pub mod arrival;
 pub mod cost;
 pub mod fleet;
 pub mod metrics;

@@ -200,6 +200,29 @@ impl Drop for Proc {
     }
 }
 
+/// `mediafleet serve` on the embedded defaults with config `cfg` and its data under `dir/data`, healthy;
+/// returns the process and its base URL.
+pub async fn serve_embedded(dir: &Path, cfg: &Path) -> (Proc, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let data = dir.join("data");
+    let proc = Proc::spawn(
+        "serve",
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "serve",
+        ],
+        &[],
+    );
+    let base = format!("http://{listen}");
+    wait_healthy(&base, Duration::from_secs(30)).await;
+    (proc, base)
+}
+
 /// Waits until `GET base/healthz` answers.
 pub async fn wait_healthy(base: &str, within: Duration) {
     let deadline = Instant::now() + within;
