@@ -403,3 +403,48 @@ async fn an_open_api_answers_only_its_own_host_and_pages() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn failed_key_checks_are_limited_per_address_and_valid_keys_still_work() {
+    let s = serve("[auth]\nrequire_keys = true\nfailed_auth_per_minute = 5\n").await;
+    let out = std::process::Command::new(bin())
+        .args(["ops", "keys", "create", "--name", "app"])
+        .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let list = format!("{}/v1/media", s.base);
+    // Five wrong keys are answered 401; the sixth in the same minute is over the limit.
+    for i in 0..5 {
+        let r = get(&list, Some(&format!("wrong-{i}"))).await;
+        assert_eq!(r.status(), 401, "guess {i}");
+    }
+    let r = get(&list, Some("wrong-5")).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // While blocked, even the right key from that address waits (no key check reaches the database)…
+    assert_eq!(get(&list, Some(&key)).await.status(), 429);
+    // …and requests without a key are answered as before.
+    assert_eq!(get(&list, None).await.status(), 401);
+    // Valid keys never count: on a fresh api, many good requests are all served.
+    let fresh = serve("[auth]\nrequire_keys = true\nfailed_auth_per_minute = 2\n").await;
+    let out = std::process::Command::new(bin())
+        .args(["ops", "keys", "create", "--name", "app"])
+        .envs(fresh.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for _ in 0..10 {
+        let r = get(&format!("{}/v1/media", fresh.base), key["key"].as_str()).await;
+        assert_eq!(r.status(), 200);
+    }
+}

@@ -133,7 +133,13 @@ async fn ten_kill_minus_nine_under_load_lose_and_leave_nothing() {
     for kill in 0..10 {
         // Kill while a media child runs: wait for one (uploading more when the queue ran dry).
         let mut waited = Duration::ZERO;
-        while processes_mentioning(&needle).is_empty() && waited < Duration::from_secs(15) {
+        let busy = || {
+            processes_mentioning(&needle)
+                .into_iter()
+                .filter(|(pid, cmd)| busy_media_child(*pid, cmd, &data_dir))
+                .count()
+        };
+        while busy() == 0 && waited < Duration::from_secs(15) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             waited += Duration::from_millis(50);
             if waited == Duration::from_secs(5) {
@@ -145,7 +151,7 @@ async fn ten_kill_minus_nine_under_load_lose_and_leave_nothing() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         tokio::time::sleep(Duration::from_millis((seed >> 33) % 300)).await;
-        let children = processes_mentioning(&needle).len();
+        let children = busy();
         mid_job += usize::from(children > 0);
         f.worker.kill(); // SIGKILL, and reaped
         tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -41,7 +41,16 @@ fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// Live (not zombie) media children working under `data`, wherever they were reparented.
+/// Live media children working on a job under `data`.
+fn busy_children(data: &Path) -> Vec<(u32, u32, u32)> {
+    media_children(data)
+        .into_iter()
+        .filter(|c| busy_media_child(c.0, &cmdline(c.0), data))
+        .collect()
+}
+
+/// Live (not zombie) media children of a worker under `data` (working or waiting), wherever they were
+/// reparented.
 fn media_children(data: &Path) -> Vec<(u32, u32, u32)> {
     let marker = data.display().to_string();
     processes()
@@ -60,7 +69,7 @@ async fn wait_busy_child(data: &Path, settled: Duration) -> (u32, u32, u32) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut first_seen: Option<(u32, Instant)> = None;
     while Instant::now() < deadline {
-        let kids = media_children(data);
+        let kids = busy_children(data);
         match (first_seen, kids.first()) {
             (Some((pid, at)), _) if kids.iter().any(|k| k.0 == pid) => {
                 if at.elapsed() >= settled {

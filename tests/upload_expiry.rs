@@ -110,7 +110,7 @@ async fn a_completed_upload_is_never_expired() {
     // `complete` lands after the expiry time but before the sweep, while validation is still queued.
     assert!(w
         .records
-        .complete_upload(&id, &OutboxJob::new("image", &env))
+        .complete_upload(&id, None, &OutboxJob::new("image", &env))
         .await
         .unwrap());
     relay(&w, w.store.clone()).expire().await.unwrap();
@@ -167,7 +167,7 @@ async fn an_expired_upload_loses_its_object_even_when_storage_was_down() {
     );
     assert!(!w
         .records
-        .complete_upload(&id, &OutboxJob::new("image", &env))
+        .complete_upload(&id, None, &OutboxJob::new("image", &env))
         .await
         .unwrap());
     assert_eq!(w.records.outbox_pending().await.unwrap(), 0);

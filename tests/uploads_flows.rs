@@ -12,39 +12,6 @@ use serde_json::{json, Value};
 
 const MIB: usize = 1024 * 1024;
 
-async fn presign(base: &str, body: Value, key: Option<&str>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}/v1/uploads/presign"))
-        .json(&body);
-    if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
-    }
-    let r = req.send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-async fn complete(base: &str, id: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/uploads/{id}/complete"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-/// PUTs `bytes` to a presigned single-upload answer.
-async fn put_single(answer: &Value, bytes: Vec<u8>) {
-    let up = &answer["upload"];
-    assert_eq!(up["method"], "PUT", "{answer}");
-    let mut req = reqwest::Client::new().put(up["url"].as_str().unwrap());
-    for (k, v) in up["headers"].as_object().unwrap() {
-        req = req.header(k.as_str(), v.as_str().unwrap());
-    }
-    let r = req.body(bytes).send().await.unwrap();
-    assert!(r.status().is_success(), "PUT: {}", r.status());
-}
-
 /// A noise PNG of about 12 MiB (incompressible, so the PNG stays big).
 fn noise_png(dir: &std::path::Path) -> std::path::PathBuf {
     let (w, h) = (2048u32, 2048u32);

@@ -41,6 +41,22 @@ pub fn unauthorized(message: impl Into<String>) -> ApiError {
     }
 }
 
+/// 429 with `Retry-After`: this client failed too many key checks (see [`super::auth_throttle`]).
+fn too_many_failures(wait: std::time::Duration) -> Response {
+    use axum::response::IntoResponse;
+    let mut res = ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "rate_limited",
+        message: "too many requests with an invalid API key from this address; retry later".into(),
+    }
+    .into_response();
+    res.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(wait.as_secs().max(1)),
+    );
+    res
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
@@ -151,13 +167,24 @@ pub async fn guard(
     }
     let caller = match bearer(req.headers()) {
         Some(token) => {
-            let key = st
-                .records
-                .authenticate(token)
-                .await?
-                .ok_or_else(|| unauthorized("the API key is not valid (unknown or revoked)"))?;
-            Caller {
-                key_id: Some(key.id),
+            let throttle = &st.uploads.auth_throttle;
+            let client = throttle.client(req.headers(), req.extensions().get());
+            if let Some(wait) = client.and_then(|c| throttle.check(c).err()) {
+                return Ok(too_many_failures(wait));
+            }
+            match st.records.authenticate(token).await? {
+                Some(key) => Caller {
+                    key_id: Some(key.id),
+                },
+                None => {
+                    if let Some(wait) = client.and_then(|c| throttle.failed(c)) {
+                        tracing::warn!(client = ?client, "too many failed API-key checks; client blocked");
+                        return Ok(too_many_failures(wait));
+                    }
+                    return Err(unauthorized(
+                        "the API key is not valid (unknown or revoked)",
+                    ));
+                }
             }
         }
         None => Caller::default(),

@@ -2,6 +2,7 @@
 //! in `db`, storage calls in `storage`.
 
 mod auth;
+mod auth_throttle;
 mod delete;
 mod error;
 mod health;

@@ -48,6 +48,21 @@ pub struct PresignRequest {
     pub external_id: Option<String>,
     /// Webhook target.
     pub callback_url: Option<String>,
+    /// SHA-256 of the file (64 hex digits). Single PUTs only: it is signed into the URL, S3 refuses a body
+    /// that does not match, and `complete` refuses an object stored without it.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    pub sha256: Option<String>,
+}
+
+/// The declared SHA-256 as bytes, or 400.
+fn declared_sha256(hex_digest: Option<&str>) -> Result<Option<[u8; 32]>, ApiError> {
+    let Some(h) = hex_digest else {
+        return Ok(None);
+    };
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(h, &mut out)
+        .map_err(|_| ApiError::bad_request("sha256 must be 64 hexadecimal digits"))?;
+    Ok(Some(out))
 }
 
 /// The presign answer: `upload` (one presigned PUT) or `multipart` (a presigned URL per part) while the
@@ -149,6 +164,7 @@ pub async fn presign(
         .map_err(|e| ApiError::bad_request(format!("invalid presign request: {e}")))?;
     let direct = direct(&st)?;
     let kind = declared_kind(&req.content_type)?;
+    let sha256 = declared_sha256(req.sha256.as_deref())?;
     let limit = match kind {
         MediaKind::Image => st.settings.limits.image_bytes,
         _ => st.settings.limits.video_bytes,
@@ -197,6 +213,7 @@ pub async fn presign(
             Some(&profile),
             req.external_id.as_deref(),
             req.callback_url.as_deref(),
+            req.sha256.as_deref(),
         ]),
     });
     if let Some(c) = &idem {
@@ -224,7 +241,11 @@ pub async fn presign(
         filename: Some(req.filename),
         content_type: req.content_type,
         bytes: i64::try_from(req.bytes).unwrap_or(i64::MAX),
-        sha256: String::new(),
+        // Multipart uploads carry per-part checksums only: the declared digest binds single PUTs.
+        sha256: sha256
+            .filter(|_| !multipart)
+            .map(hex::encode)
+            .unwrap_or_default(),
         external_id: req.external_id,
     };
     let expires = now_ms() + i64::try_from(up.expire_after.as_millis()).unwrap_or(i64::MAX / 4);
@@ -269,8 +290,19 @@ async fn answer_for(st: &AppState, id: &str) -> Result<Value, ApiError> {
     let ttl = st.settings.presign_ttl;
     match upload_id {
         None => {
+            let sha256 = declared_sha256(
+                Some(&row.sha256)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_str()),
+            )?;
             let p = direct
-                .presign_put(&row.source_key, &row.content_type, ttl)
+                .presign_put(
+                    &row.source_key,
+                    &row.content_type,
+                    u64::try_from(row.bytes).unwrap_or(0),
+                    sha256.as_ref(),
+                    ttl,
+                )
                 .await?;
             let headers: serde_json::Map<String, Value> = p
                 .headers
@@ -359,46 +391,57 @@ pub async fn complete(
         return Ok(status(&row.status));
     }
     let direct = direct(&st)?;
-    match upload_id {
-        Some(upload_id) => {
-            if req.parts.is_empty() {
-                return Err(ApiError::bad_request(
-                    "this is a multipart upload: send {\"parts\":[{\"number\",\"etag\"}, …]}",
-                ));
-            }
-            let parts: Vec<CompletedPart> = req
-                .parts
-                .into_iter()
-                .map(|p| CompletedPart {
-                    number: p.number,
-                    etag: p.etag,
-                })
-                .collect();
-            if let Err(e) = direct
-                .complete_multipart(&row.source_key, &upload_id, &parts)
-                .await
-            {
-                // A racing complete may have finished it: then the object exists.
-                if st.store.head(&row.source_key).await.is_err() {
-                    return Err(match e {
-                        crate::storage::StoreError::Refused(m) => ApiError::bad_request(format!(
-                            "the parts do not complete the upload: {m}"
-                        )),
-                        other => other.into(),
-                    });
-                }
-            }
+    let single_put = upload_id.is_none();
+    if let Some(upload_id) = upload_id {
+        if req.parts.is_empty() {
+            return Err(ApiError::bad_request(
+                "this is a multipart upload: send {\"parts\":[{\"number\",\"etag\"}, …]}",
+            ));
         }
-        None => {
-            if let Err(e) = st.store.head(&row.source_key).await {
+        let parts: Vec<CompletedPart> = req
+            .parts
+            .into_iter()
+            .map(|p| CompletedPart {
+                number: p.number,
+                etag: p.etag,
+            })
+            .collect();
+        if let Err(e) = direct
+            .complete_multipart(&row.source_key, &upload_id, &parts)
+            .await
+        {
+            // A racing complete may have finished it: then the object exists.
+            if st.store.head(&row.source_key).await.is_err() {
                 return Err(match e {
-                    crate::storage::StoreError::NotFound(_) => ApiError::bad_request(
-                        "nothing was uploaded yet: PUT the file to the presigned URL first",
-                    ),
+                    crate::storage::StoreError::Refused(m) => {
+                        ApiError::bad_request(format!("the parts do not complete the upload: {m}"))
+                    }
                     other => other.into(),
                 });
             }
         }
+    }
+    let uploaded = match direct.uploaded(&row.source_key).await {
+        Ok(u) => u,
+        Err(crate::storage::StoreError::NotFound(_)) => {
+            return Err(ApiError::bad_request(
+                "nothing was uploaded yet: PUT the file to the presigned URL first",
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if single_put
+        && !row.sha256.is_empty()
+        && uploaded.sha256.as_deref() != Some(row.sha256.as_str())
+    {
+        // S3 itself refuses a body that does not match the signed checksum; this catches a PUT that sent
+        // none (or a store that does not check). The object is not kept: a new PUT may replace it.
+        let _ = st.store.delete(&row.source_key).await;
+        return Err(ApiError::bad_request(format!(
+            "the uploaded object does not carry the declared sha256 {} (send the x-amz-checksum-sha256 header \
+             the presign answer lists)",
+            row.sha256
+        )));
     }
     let media_id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::not_found("bad id"))?;
     let env = Envelope::new(
@@ -413,6 +456,7 @@ pub async fn complete(
         .records
         .complete_upload(
             &id,
+            uploaded.etag.as_deref(),
             &OutboxJob::new(
                 crate::routing::class_for(mediafleet_proto::JobKind::MediaValidate, None, None),
                 &env,

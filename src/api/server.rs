@@ -22,7 +22,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let conns = TaskTracker::new();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -37,7 +37,12 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let svc = app
             .clone()
-            .map_request(|req: hyper::Request<Incoming>| req.map(axum::body::Body::new));
+            .map_request(move |mut req: hyper::Request<Incoming>| {
+                // The peer address, as axum's `ConnectInfo` (the failed-auth limit keys on it).
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req.map(axum::body::Body::new)
+            });
         let shutdown = shutdown.clone();
         conns.spawn(async move {
             let mut builder = Builder::new(TokioExecutor::new());

@@ -178,6 +178,8 @@ struct Fields {
 /// The spooled original.
 struct Spooled {
     file: tempfile::TempPath,
+    /// The spool bytes this file holds, given back when it is dropped (after the file is removed).
+    _share: super::upload_state::SpoolShare,
     bytes: u64,
     sha256: String,
     kind: MediaKind,
@@ -358,6 +360,7 @@ where
     let mut limit = limits.image_bytes.max(limits.video_bytes);
     let mut kind: Option<(MediaKind, String)> = None;
     let pace = Pace::new(&st.uploads.settings);
+    let mut share = st.uploads.spool.share();
     loop {
         let next = tokio::time::timeout(pace.wait(), stream.next())
             .await
@@ -379,6 +382,7 @@ where
                 "upload is larger than the {limit}-byte limit for this kind"
             )));
         }
+        share.grow(chunk.len() as u64)?;
         hasher.update(&chunk);
         file.write_all(&chunk)
             .await
@@ -398,6 +402,7 @@ where
     }
     Ok(Spooled {
         file: path,
+        _share: share,
         bytes,
         sha256: hex::encode(hasher.finalize()),
         kind,

@@ -54,6 +54,18 @@ pub struct ProcessArgs {
     /// the input and output, running a program) and print what happened as JSON.
     #[arg(long, hide = true)]
     self_check: bool,
+    /// A warm child (see `sandbox::warm`): wait for the real arguments as one JSON line on stdin; the
+    /// positional input and `--out` are placeholders.
+    #[arg(long, hide = true)]
+    await_args: bool,
+}
+
+/// The argument line a warm child is handed, parsed as `process` would parse its command line.
+#[derive(Debug, clap::Parser)]
+#[command(no_binary_name = true)]
+struct Handed {
+    #[command(flatten)]
+    args: ProcessArgs,
 }
 
 /// Runs `process`.
@@ -67,10 +79,38 @@ pub fn run(common: &CommonArgs, args: &ProcessArgs) -> ExitCode {
 
 /// Runs `process` with `work`, reading profiles from `config` when no `--profile-json` is given.
 pub fn run_child(config: Option<&Path>, args: &ProcessArgs, work: Work) -> ExitCode {
+    if args.await_args {
+        return run_warm(config, work);
+    }
     match run_inner(config, args, work) {
         Ok(ready) => ExitCode::from(if ready { 0 } else { 2 }),
         Err(e) => {
             eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A warm child: enters its network namespace while it waits (nothing about the job is needed for that),
+/// then runs the arguments it is handed. Stdin closed with no job: exit 0 quietly.
+fn run_warm(config: Option<&Path>, work: Work) -> ExitCode {
+    crate::sandbox::confine::isolate_network_early();
+    let handed = match crate::sandbox::warm::read_args() {
+        Ok(Some(argv)) => argv,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match <Handed as clap::Parser>::try_parse_from(handed) {
+        Ok(h) if !h.args.await_args => run_child(config, &h.args, work),
+        Ok(_) => {
+            eprintln!("error: a warm child was handed --await-args again");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: the handed arguments do not parse: {e}");
             ExitCode::from(1)
         }
     }

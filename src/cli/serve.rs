@@ -94,7 +94,10 @@ fn api_state(
             spool: Some(Arc::new(spool)),
             presign_ttl: s.presign_ttl,
         }),
-        uploads: Arc::new(crate::api::UploadState::new(s.uploads.clone(), &s.listen)),
+        uploads: Arc::new(
+            crate::api::UploadState::new(s.uploads.clone(), &s.listen)
+                .with_spool_dir(&s.spool_dir()),
+        ),
     })
 }
 
@@ -125,6 +128,7 @@ fn runtime(
             Some(exe) => Sandbox::with_exe(exe.clone(), s.worker.sandbox_memory_bytes),
             None => Sandbox::current_exe(s.worker.sandbox_memory_bytes)?,
         }
+        .with_warm_children(s.worker.warm_children)
     } else {
         Sandbox::in_process(s.worker.sandbox_memory_bytes)
     };

@@ -123,6 +123,8 @@ pub struct WorkerFile {
     pub sandbox_exe: Option<PathBuf>,
     /// See [`WorkerSettings::sandbox_memory_bytes`].
     pub sandbox_memory_bytes: Option<u64>,
+    /// See [`WorkerSettings::warm_children`].
+    pub warm_children: Option<usize>,
     /// Embedded queue crash-loop guard.
     pub max_receives: Option<u32>,
 }
@@ -156,6 +158,7 @@ impl WorkerFile {
             sandbox_child: self.sandbox.unwrap_or(true),
             sandbox_exe: self.sandbox_exe.clone(),
             sandbox_memory_bytes: self.sandbox_memory_bytes.unwrap_or(4 << 30),
+            warm_children: self.warm_children.unwrap_or(crate::sandbox::WARM_CHILDREN),
         }
     }
 }

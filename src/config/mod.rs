@@ -100,6 +100,8 @@ pub struct WorkerSettings {
     pub sandbox_exe: Option<PathBuf>,
     /// Address-space limit of the media child, in bytes.
     pub sandbox_memory_bytes: u64,
+    /// Media children of each executable started ahead of their jobs (0: each starts with its job).
+    pub warm_children: usize,
 }
 
 /// RabbitMQ knobs.

@@ -37,6 +37,10 @@ pub struct UploadsFile {
     /// How often the relay looks for outbox rows when nothing woke it (default 1s).
     #[serde(default, with = "humantime_serde")]
     pub relay_interval: Option<Duration>,
+    /// Bytes the upload spool may hold at once, all uploads in flight together (default: 90 % of the free
+    /// space on the spool's filesystem when the api starts). An upload that would pass it is cut off: 413 if
+    /// it could never fit, else 503 to retry.
+    pub spool_bytes: Option<u64>,
 }
 
 /// `[auth]` in the TOML file.
@@ -49,6 +53,11 @@ pub struct AuthFile {
     pub renditions: Option<String>,
     /// HMAC secret for signed rendition URLs.
     pub signing_secret: Option<String>,
+    /// Failed API-key checks allowed per client address per minute (a burst of that many), after which its
+    /// requests with a key answer 429 without touching the database; 0 turns the limit off (default 30).
+    pub failed_auth_per_minute: Option<u32>,
+    /// Take the client address from the last `X-Forwarded-For` hop (behind a trusted load balancer).
+    pub trust_forwarded_for: Option<bool>,
 }
 
 /// `[webhooks]` in the TOML file.
@@ -103,12 +112,18 @@ pub struct UploadSettings {
     pub header_timeout: Duration,
     /// See [`UploadsFile::relay_interval`].
     pub relay_interval: Duration,
+    /// See [`UploadsFile::spool_bytes`] (`None`: measured from the disk at start).
+    pub spool_bytes: Option<u64>,
     /// See [`AuthFile::require_keys`].
     pub require_keys: bool,
     /// See [`AuthFile::renditions`].
     pub renditions: RenditionAccess,
     /// See [`AuthFile::signing_secret`].
     pub signing_secret: Option<String>,
+    /// See [`AuthFile::failed_auth_per_minute`].
+    pub failed_auth_per_minute: u32,
+    /// See [`AuthFile::trust_forwarded_for`].
+    pub trust_forwarded_for: bool,
     /// See [`WebhooksFile::url`].
     pub webhook_url: Option<String>,
     /// See [`WebhooksFile::secret`].
@@ -166,9 +181,12 @@ impl UploadSettings {
             body_deadline: u.body_deadline.unwrap_or(Duration::from_secs(3600)),
             header_timeout: u.header_timeout.unwrap_or(Duration::from_secs(10)),
             relay_interval: u.relay_interval.unwrap_or(Duration::from_secs(1)),
+            spool_bytes: u.spool_bytes,
             require_keys: a.require_keys.unwrap_or(false),
             renditions,
             signing_secret,
+            failed_auth_per_minute: a.failed_auth_per_minute.unwrap_or(30),
+            trust_forwarded_for: a.trust_forwarded_for.unwrap_or(false),
             webhook_url: w.url.clone(),
             webhook_secret,
             webhook_allow_hosts: w.allow_hosts.clone(),

@@ -48,6 +48,8 @@ pub struct MediaRow {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// Entity tag of a direct upload's object when it was completed (reads of the original require it).
+    pub source_etag: Option<String>,
 }
 
 /// A rendition row.
@@ -98,7 +100,7 @@ pub struct NewMedia {
 
 pub(super) const COLS: &str = "id, kind, status, profile, error_code, error_message, source_key, filename, content_type, \
     bytes, sha256, external_id, metadata, blurhash, thumbhash, progress, version, processing_deadline, \
-    created_at, updated_at";
+    created_at, updated_at, source_etag";
 
 impl Records {
     /// Inserts a `queued` media; a repeated insert of the same id is a no-op. Returns the stored row.

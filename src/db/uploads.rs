@@ -47,9 +47,7 @@ pub enum Inserted {
     },
 }
 
-const COLS: &str = "id, kind, status, profile, error_code, error_message, source_key, filename, content_type, \
-    bytes, sha256, external_id, metadata, blurhash, thumbhash, progress, version, processing_deadline, \
-    created_at, updated_at";
+use super::media::COLS;
 
 impl Records {
     /// The earlier use of an idempotency key, if any: (media id, fingerprint).
@@ -154,14 +152,20 @@ impl Records {
 
     /// Marks a direct upload complete and writes its validation job. False when it was already complete
     /// (or is no longer `uploading`): a repeated `complete` enqueues nothing.
-    pub async fn complete_upload(&self, id: &str, job: &OutboxJob) -> Result<bool, DbError> {
+    pub async fn complete_upload(
+        &self,
+        id: &str,
+        etag: Option<&str>,
+        job: &OutboxJob,
+    ) -> Result<bool, DbError> {
         let mut tx = self.write.begin().await?;
         let n = sqlx::query(
-            "UPDATE media SET upload_completed_at = $2, version = version + 1, updated_at = $2 \
-             WHERE id = $1 AND status = 'uploading' AND upload_completed_at IS NULL",
+            "UPDATE media SET upload_completed_at = $2, source_etag = $3, version = version + 1, \
+             updated_at = $2 WHERE id = $1 AND status = 'uploading' AND upload_completed_at IS NULL",
         )
         .bind(id)
         .bind(now_ms())
+        .bind(etag)
         .execute(&mut *tx)
         .await?
         .rows_affected();

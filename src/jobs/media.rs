@@ -124,7 +124,11 @@ pub(super) async fn process(
     tokio::fs::create_dir_all(&out_dir)
         .await
         .map_err(|e| JobError::transient(ErrorCode::Internal, format!("scratch: {e}")))?;
-    ctx.store.get_to_file(&row.source_key, &input).await?;
+    match (ctx.store.direct_uploads(), row.source_etag.as_deref()) {
+        // A direct upload is read only while it is still the object that was completed.
+        (Some(direct), Some(etag)) => direct.get_matching(&row.source_key, &input, etag).await?,
+        _ => ctx.store.get_to_file(&row.source_key, &input).await?,
+    };
 
     let progress = ProgressWriter::start(ctx.records.clone(), id.clone(), part.progress);
     let report = ctx
@@ -144,6 +148,11 @@ pub(super) async fn process(
         let err = report.error.unwrap_or_else(|| {
             MediaError::new(ErrorCode::Internal, "media work failed without saying why")
         });
+        // `internal` is the child's own trouble (a full scratch disk, an encoder that would not start), not
+        // the media's: retried, where every other code is the media's verdict.
+        if err.code == ErrorCode::Internal {
+            return Err(JobError::transient(err.code, err.message));
+        }
         return Err(JobError::Permanent(err));
     }
 

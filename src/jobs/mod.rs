@@ -90,6 +90,10 @@ impl From<StoreError> for JobError {
                 ErrorCode::StorageUnavailable,
                 format!("original {k} is missing from storage"),
             )),
+            StoreError::Changed(k) => JobError::Permanent(MediaError::new(
+                ErrorCode::CorruptMedia,
+                format!("original {k} was replaced after its upload was completed"),
+            )),
             StoreError::InvalidKey(k) => {
                 JobError::Invalid(format!("object key {k:?} is not a valid key"))
             }
@@ -97,6 +101,12 @@ impl From<StoreError> for JobError {
                 code: ErrorCode::StorageUnavailable,
                 message: m,
                 what: "storage",
+            },
+            // A full scratch disk is the host's trouble: wait it out like an outage.
+            StoreError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => JobError::Outage {
+                code: ErrorCode::Internal,
+                message: format!("scratch disk full: {e}"),
+                what: "the scratch disk",
             },
             other => JobError::transient(ErrorCode::StorageUnavailable, other),
         }

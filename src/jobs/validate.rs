@@ -43,7 +43,11 @@ pub(super) async fn validate(
         Err(e) => return Err(e.into()),
     };
     let head = match ctx.store.direct_uploads() {
-        Some(direct) => direct.read_head(key, SNIFF_LEN as u64).await?,
+        Some(direct) => {
+            direct
+                .read_head(key, SNIFF_LEN as u64, row.source_etag.as_deref())
+                .await?
+        }
         None => {
             let tmp = tempfile::NamedTempFile::new()
                 .map_err(|e| JobError::transient(ErrorCode::Internal, e))?;

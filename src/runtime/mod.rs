@@ -87,6 +87,8 @@ impl Runtime {
                 None
             }
         };
+        // The first jobs' media children are started now, not when those jobs arrive.
+        self.ctx.sandbox.prewarm(Some(&self.opts.scratch_dir));
         let jobs = TaskTracker::new();
         // Cancelled when the drain deadline passes: in-flight jobs stop and hand their messages back.
         let abort = CancellationToken::new();

@@ -5,6 +5,10 @@
 //! lives. The kernel drops the lock however the process ends (SIGKILL and the OOM killer included). At start
 //! a process removes every sibling directory whose lock it can take: its owner is gone, and so is every job
 //! that wrote there. A live process's directory is never touched, so several workers can share one root.
+//!
+//! A directory is born locked: it is made as `.new-…`, its lock taken, and only then renamed to `p-…`, so a
+//! sweep by a worker starting at the same moment never finds a `p-` directory whose lock is merely not taken
+//! yet. (Made in place, such a directory was swept from under its new owner, whose every job then failed.)
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -30,15 +34,8 @@ impl Scratch {
     pub fn claim(root: &Path) -> std::io::Result<(Scratch, Swept)> {
         std::fs::create_dir_all(root)?;
         let swept = sweep(root)?;
-        let name = format!("p-{}-{:08x}", std::process::id(), rand::random::<u32>());
-        let dir = root.join(name);
-        std::fs::create_dir(&dir)?;
-        let lock = File::create(dir.join(".lock"))?;
-        lock.try_lock().map_err(|e| match e {
-            TryLockError::Error(e) => e,
-            TryLockError::WouldBlock => std::io::Error::other("fresh scratch lock already held"),
-        })?;
-        Ok((Scratch { dir, _lock: lock }, swept))
+        let scratch = Nascent::create(root)?.claim()?;
+        Ok((scratch, swept))
     }
 
     /// The directory this process works in.
@@ -53,17 +50,69 @@ impl Drop for Scratch {
     }
 }
 
-/// Removes every `p-*` directory under `root` whose lock is free.
+/// A directory made for claiming, not yet locked nor named `p-…`: sweeps leave it alone.
+struct Nascent {
+    root: PathBuf,
+    name: String,
+}
+
+impl Nascent {
+    fn create(root: &Path) -> std::io::Result<Self> {
+        let name = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        std::fs::create_dir(root.join(format!("{NASCENT}{name}")))?;
+        Ok(Nascent {
+            root: root.to_path_buf(),
+            name,
+        })
+    }
+
+    /// Takes the lock, then gives the directory its `p-` name.
+    fn claim(self) -> std::io::Result<Scratch> {
+        let nascent = self.root.join(format!("{NASCENT}{}", self.name));
+        let lock = File::create(nascent.join(".lock"))?;
+        lock.try_lock().map_err(|e| match e {
+            TryLockError::Error(e) => e,
+            TryLockError::WouldBlock => std::io::Error::other("fresh scratch lock already held"),
+        })?;
+        let dir = self.root.join(format!("{OWNED}{}", self.name));
+        std::fs::rename(&nascent, &dir)?;
+        Ok(Scratch { dir, _lock: lock })
+    }
+}
+
+/// The prefix of a claimed directory.
+const OWNED: &str = "p-";
+/// The prefix of a directory being claimed (not yet locked).
+const NASCENT: &str = ".new-";
+/// A nascent directory older than this was left by a process that died while claiming it.
+const NASCENT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes every `p-*` directory under `root` whose lock is free, and nascent ones abandoned mid-claim.
 pub fn sweep(root: &Path) -> std::io::Result<Swept> {
     let mut swept = Swept::default();
     for entry in std::fs::read_dir(root)?.flatten() {
         let path = entry.path();
-        let owned = entry.file_name().to_string_lossy().starts_with("p-");
-        if !owned || !path.is_dir() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !path.is_dir() {
             continue;
         }
-        // A missing lock file means the owner died between mkdir and creating it: create it to take it.
-        let Ok(lock) = File::create(path.join(".lock")) else {
+        if name.starts_with(NASCENT) {
+            let abandoned = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > NASCENT_GRACE);
+            if !abandoned {
+                continue;
+            }
+        } else if !name.starts_with(OWNED) {
+            continue;
+        }
+        // A `p-` directory always had its lock taken before it got its name; a missing lock file can only
+        // be an abandoned nascent one (or an older version's): create it to take it.
+        let Ok(lock) = File::open(path.join(".lock")).or_else(|_| File::create(path.join(".lock")))
+        else {
             continue;
         };
         match lock.try_lock() {
@@ -122,5 +171,55 @@ mod tests {
         drop(live);
         assert!(!kept.exists());
         drop(other);
+    }
+
+    #[test]
+    fn a_sweep_between_making_and_locking_a_directory_leaves_it_alone() {
+        // The interleaving that broke scale-up: worker A has made its directory but not yet taken its lock
+        // when worker B, starting, sweeps. A directory made in place as `p-…` was taken for a dead owner's
+        // and removed, and every later job of A failed ("scratch dir: No such file or directory").
+        let root = tempfile::tempdir().unwrap();
+        let a = Nascent::create(root.path()).unwrap();
+        assert_eq!(sweep(root.path()).unwrap(), Swept::default());
+        let a = a.claim().unwrap();
+        assert!(a.path().is_dir());
+        tempfile::Builder::new().tempdir_in(a.path()).unwrap();
+    }
+
+    #[test]
+    fn workers_starting_together_never_sweep_each_other() {
+        // Many workers claiming at the same moment, each sweeping as it starts: before directories were born
+        // locked, one's sweep could take the not-yet-locked lock of another's fresh directory and delete it.
+        for _ in 0..20 {
+            let root = tempfile::tempdir().unwrap();
+            let claims: Vec<Scratch> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| Scratch::claim(root.path()).unwrap().0))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for c in &claims {
+                assert!(
+                    c.path().is_dir(),
+                    "{} was swept from under its owner",
+                    c.path().display()
+                );
+                tempfile::Builder::new().tempdir_in(c.path()).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn an_abandoned_nascent_directory_is_swept_only_when_old() {
+        let root = tempfile::tempdir().unwrap();
+        let young = root.path().join(".new-1-young");
+        std::fs::create_dir(&young).unwrap();
+        let old = root.path().join(".new-2-old");
+        std::fs::create_dir(&old).unwrap();
+        let then = std::time::SystemTime::now() - 2 * NASCENT_GRACE;
+        File::open(&old).unwrap().set_modified(then).unwrap();
+        let swept = sweep(root.path()).unwrap();
+        assert_eq!(swept.dirs, 1);
+        assert!(young.exists() && !old.exists());
     }
 }

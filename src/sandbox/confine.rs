@@ -94,7 +94,11 @@ pub fn confine(
     let mut layers = Layers::default();
     set_rlimits(limits).map_err(ConfineError::Rlimit)?;
     layers.rlimits = true;
-    match isolate_network() {
+    let network = match EARLY_NETNS.get() {
+        Some(done) => done.clone(),
+        None => isolate_network(),
+    };
+    match network {
         Ok(()) => layers.netns = true,
         Err(e) if strict => return Err(ConfineError::Unavailable("netns", e)),
         Err(_) => {}
@@ -126,6 +130,15 @@ fn set_rlimits(l: &ChildLimits) -> std::io::Result<()> {
     Resource::NOFILE.set(l.open_files, l.open_files)?;
     Resource::NPROC.set(l.processes, l.processes)?;
     Ok(())
+}
+
+/// The outcome of [`isolate_network_early`], when a warm child entered its namespace while it waited.
+static EARLY_NETNS: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+
+/// Enters the empty network namespace now (a warm child, still single-threaded, before it knows its job);
+/// [`confine`] then reports that outcome instead of unsharing again.
+pub fn isolate_network_early() {
+    let _ = EARLY_NETNS.set(isolate_network());
 }
 
 /// A new network namespace: as root directly, otherwise inside a new user namespace (allowed to unprivileged

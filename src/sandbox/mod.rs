@@ -29,6 +29,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 pub mod confine;
+pub mod warm;
 
 use mediafleet_proto::{ErrorCode, Profile};
 use mediafleet_workers::{Limits, MediaError, Report};
@@ -112,7 +113,12 @@ pub struct Sandbox {
     pub image_exe: Option<PathBuf>,
     /// Address-space cap of the child.
     pub memory_bytes: u64,
+    /// Children started ahead of their jobs (see [`warm`]); `None` starts each child when its job does.
+    pub warm: Option<std::sync::Arc<warm::WarmPool>>,
 }
+
+/// Children of each executable kept started and waiting, by default.
+pub const WARM_CHILDREN: usize = 1;
 
 impl Sandbox {
     /// A sandbox that runs this very executable as the child (and `mediafleet-image` beside it for images).
@@ -130,6 +136,28 @@ impl Sandbox {
             exe: Some(exe),
             image_exe,
             memory_bytes,
+            warm: Some(std::sync::Arc::new(warm::WarmPool::new(WARM_CHILDREN))),
+        }
+    }
+
+    /// Keeps `per_exe` children of each executable waiting (0: start every child with its job).
+    pub fn with_warm_children(mut self, per_exe: usize) -> Self {
+        self.warm = (per_exe > 0 && self.exe.is_some())
+            .then(|| std::sync::Arc::new(warm::WarmPool::new(per_exe)));
+        self
+    }
+
+    /// Starts the waiting children now, so the first jobs do not wait for them either; `home` is the
+    /// worker's scratch directory (see [`warm::WarmPool::set_home`]). Call it on the runtime.
+    pub fn prewarm(&self, home: Option<&Path>) {
+        if let (Some(pool), Some(exe)) = (&self.warm, &self.exe) {
+            if let Some(home) = home {
+                pool.set_home(home);
+            }
+            pool.refill(exe);
+            if let Some(image) = &self.image_exe {
+                pool.refill(image);
+            }
         }
     }
 
@@ -139,6 +167,7 @@ impl Sandbox {
             exe: None,
             image_exe: None,
             memory_bytes,
+            warm: None,
         }
     }
 
@@ -193,34 +222,58 @@ impl Sandbox {
         };
         let exe = self.child_for(input, exe).await;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("process")
-            .arg(input)
-            .arg("--out")
-            .arg(out_dir)
-            .arg("--profile-json")
-            .arg(serde_json::to_string(profile).expect("profiles serialise"))
-            .arg("--limits-json")
-            .arg(serde_json::to_string(limits).expect("limits serialise"))
-            .arg("--sandboxed")
-            .arg("--max-memory")
-            .arg(self.memory_bytes.to_string())
-            .arg("--max-cpu-seconds")
+        let mut args: Vec<std::ffi::OsString> = vec![
+            input.into(),
+            "--out".into(),
+            out_dir.into(),
+            "--profile-json".into(),
+            serde_json::to_string(profile)
+                .expect("profiles serialise")
+                .into(),
+            "--limits-json".into(),
+            serde_json::to_string(limits)
+                .expect("limits serialise")
+                .into(),
+            "--sandboxed".into(),
+            "--max-memory".into(),
+            self.memory_bytes.to_string().into(),
             // The wall-clock deadline must fire first: CPU time can reach cores × wall, plus rounding slack.
-            .arg(((timeout.as_secs() + 2) * cores).to_string())
-            .arg("--progress")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        contain(&mut cmd);
-        // glibc reserves 64 MiB of address space per thread arena; encoders run many threads, and the
-        // address-space rlimit counts reservations, not use.
-        cmd.env("MALLOC_ARENA_MAX", "4");
-        let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
-            exe: exe.clone(),
-            source,
-        })?;
+            "--max-cpu-seconds".into(),
+            ((timeout.as_secs() + 2) * cores).to_string().into(),
+            "--progress".into(),
+        ];
+        let warm = match &self.warm {
+            Some(pool) => match pool.take(exe) {
+                Some(waiting) => warm::hand(waiting, &args).await,
+                None => None,
+            },
+            None => None,
+        };
+        if let Some(pool) = &self.warm {
+            // The next job's child starts while this one works.
+            let (pool, exe) = (pool.clone(), exe.clone());
+            tokio::spawn(async move { pool.refill(&exe) });
+        }
+        let mut child = match warm {
+            Some(child) => child,
+            None => {
+                let mut cmd = tokio::process::Command::new(exe);
+                args.insert(0, "process".into());
+                cmd.args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true);
+                contain(&mut cmd);
+                // glibc reserves 64 MiB of address space per thread arena; encoders run many threads, and
+                // the address-space rlimit counts reservations, not use.
+                cmd.env("MALLOC_ARENA_MAX", "4");
+                cmd.spawn().map_err(|source| SandboxError::Spawn {
+                    exe: exe.clone(),
+                    source,
+                })?
+            }
+        };
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let relay = tokio::spawn(relay_stderr(stderr, progress));

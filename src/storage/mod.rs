@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The store refused the request (4xx other than not-found).
     #[error("storage refused: {0}")]
     Refused(String),
+    /// The object is no longer the one that was checked (a conditional read found another entity tag).
+    #[error("object {0} changed since it was checked")]
+    Changed(String),
 }
 
 impl StoreError {

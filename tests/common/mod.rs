@@ -357,3 +357,19 @@ pub async fn moto_bucket() -> (String, String) {
         .expect("create bucket in moto");
     (bucket, storage)
 }
+
+/// Whether media child `pid` (command line `cmdline`) is working on a job under `data`. A warm child waiting
+/// for its job (`--await-args`) names the worker's scratch dir on its command line but opens nothing under
+/// `data` until it has one; once handed a job it holds its input open.
+pub fn busy_media_child(pid: u32, cmdline: &str, data: &Path) -> bool {
+    if !cmdline.contains("--await-args") {
+        return true;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| target.starts_with(data))
+        })
+        .unwrap_or(false)
+}

@@ -49,7 +49,7 @@ pub async fn replay_scenario(
     backend: &str,
     mut env: Vec<(String, String)>,
     config_extra: &str,
-    db: impl FnOnce(&std::path::Path) -> DbUrl,
+    db: impl Fn(&std::path::Path) -> DbUrl,
 ) -> Comparison {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
@@ -137,7 +137,11 @@ pub async fn replay_scenario(
                 .unwrap();
             match m["status"].as_str() {
                 Some("ready") => {}
-                Some("failed") => panic!("media {id} failed: {m}"),
+                Some("failed") => {
+                    let records = Records::connect(&db(&data), None).await.unwrap();
+                    let attempts = records.attempts(id).await.unwrap();
+                    panic!("media {id} failed: {m}\nattempts: {attempts:#?}")
+                }
                 _ => still.push(id),
             }
         }

@@ -61,6 +61,8 @@ where
             (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => {
                 StoreError::NotFound(key.to_owned())
             }
+            // Only conditional reads send `If-Match`; conditional writes handle their 412 themselves.
+            (Some(412), _) | (_, Some("PreconditionFailed")) => StoreError::Changed(key.to_owned()),
             (Some(s), _) if s >= 500 || s == 429 => StoreError::Unavailable(msg),
             (_, Some(c)) if TRANSIENT_CODES.contains(&c) => StoreError::Unavailable(msg),
             _ => StoreError::Refused(msg),

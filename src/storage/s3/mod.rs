@@ -116,12 +116,18 @@ impl S3Store {
     }
 
     /// One download attempt: stream the body into `dest`, chunk by chunk.
-    async fn get_once(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
+    pub(super) async fn get_once(
+        &self,
+        key: &str,
+        dest: &Path,
+        if_match: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let out = self
             .client
             .get_object()
             .bucket(&self.cfg.bucket)
             .key(key)
+            .set_if_match(if_match.map(str::to_owned))
             .send()
             .await
             .map_err(|e| classify("get", key, e))?;
@@ -148,6 +154,29 @@ impl S3Store {
         Ok(n)
     }
 
+    /// `get_to_file`, with `If-Match` when `if_match` is given; transient failures are retried twice.
+    pub(super) async fn get_to_file_if(
+        &self,
+        key: &str,
+        dest: &Path,
+        if_match: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        validate_key(key)?;
+        let result = (|| self.get_once(key, dest, if_match))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_times(2),
+            )
+            .when(|e| matches!(e, StoreError::Unavailable(_)))
+            .await;
+        if result.is_err() {
+            // Leave no partial file that a caller could mistake for the object.
+            let _ = tokio::fs::remove_file(dest).await;
+        }
+        result
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         match self.head(key).await {
             Ok(_) => Ok(true),
@@ -164,20 +193,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
-        validate_key(key)?;
-        let result = (|| self.get_once(key, dest))
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_times(2),
-            )
-            .when(|e| matches!(e, StoreError::Unavailable(_)))
-            .await;
-        if result.is_err() {
-            // Leave no partial file that a caller could mistake for the object.
-            let _ = tokio::fs::remove_file(dest).await;
-        }
-        result
+        self.get_to_file_if(key, dest, None).await
     }
 
     async fn put_file(&self, key: &str, src: &Path, content_type: &str) -> Result<(), StoreError> {

@@ -1,6 +1,9 @@
 //! [`DirectUpload`] on S3: presigned `PutObject` and `UploadPart` URLs, and the multipart calls around them.
 //!
-//! The presigned single PUT signs `Content-Type`, so the client must send exactly the header the answer lists.
+//! The presigned single PUT signs `Content-Type`, `Content-Length` and, when the client declared one, the
+//! SHA-256 (`x-amz-checksum-sha256`, which S3 checks against the body): the URL uploads exactly the file that
+//! was declared, and nothing else. After `complete`, reads of the original carry `If-Match` with the entity
+//! tag seen then, so an object replaced through a still-valid URL is never processed.
 
 use std::time::Duration;
 
@@ -10,7 +13,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as S3Part};
 
 use super::errors::classify;
 use super::S3Store;
-use crate::storage::direct::{CompletedPart, DirectUpload};
+use crate::storage::direct::{CompletedPart, DirectUpload, Uploaded};
 use crate::storage::{validate_key, Presigned, StoreError};
 
 fn presigning(key: &str, ttl: Duration) -> Result<PresigningConfig, StoreError> {
@@ -24,6 +27,8 @@ impl DirectUpload for S3Store {
         &self,
         key: &str,
         content_type: &str,
+        bytes: u64,
+        sha256: Option<&[u8; 32]>,
         ttl: Duration,
     ) -> Result<Presigned, StoreError> {
         validate_key(key)?;
@@ -33,6 +38,11 @@ impl DirectUpload for S3Store {
             .bucket(&self.cfg.bucket)
             .key(key)
             .content_type(content_type)
+            .content_length(i64::try_from(bytes).unwrap_or(i64::MAX))
+            .set_checksum_sha256(sha256.map(aws_smithy_types::base64::encode))
+            // Names the algorithm too (`x-amz-sdk-checksum-algorithm`), which some S3-compatible stores
+            // need before they keep the checksum for `HEAD` to report.
+            .set_checksum_algorithm(sha256.map(|_| aws_sdk_s3::types::ChecksumAlgorithm::Sha256))
             .presigned(presigning(key, ttl)?)
             .await
             .map_err(|e| classify("presign put", key, e))?;
@@ -136,13 +146,52 @@ impl DirectUpload for S3Store {
         }
     }
 
-    async fn read_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
+    async fn uploaded(&self, key: &str) -> Result<Uploaded, StoreError> {
+        validate_key(key)?;
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.cfg.bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| classify("head", key, e))?;
+        Ok(Uploaded {
+            bytes: out
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+            etag: out.e_tag().map(str::to_owned),
+            sha256: out
+                .checksum_sha256()
+                .and_then(|b| aws_smithy_types::base64::decode(b).ok())
+                .map(hex::encode),
+        })
+    }
+
+    async fn get_matching(
+        &self,
+        key: &str,
+        dest: &std::path::Path,
+        etag: &str,
+    ) -> Result<u64, StoreError> {
+        self.get_to_file_if(key, dest, Some(etag)).await
+    }
+
+    async fn read_head(
+        &self,
+        key: &str,
+        len: u64,
+        if_match: Option<&str>,
+    ) -> Result<Vec<u8>, StoreError> {
         validate_key(key)?;
         let out = self
             .client
             .get_object()
             .bucket(&self.cfg.bucket)
             .key(key)
+            .set_if_match(if_match.map(str::to_owned))
             .range(format!("bytes=0-{}", len.saturating_sub(1)))
             .send()
             .await
