@@ -6,6 +6,16 @@ bash scripts/ensure-deps.sh --services
 bash scripts/services.sh
 # Build outside the clone, so fresh clones on one machine share compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mediafleet-target}"
+# Each clone links its own test binaries (hundreds of MB each with debug info) into the shared cache; keep only
+# the newest build of each, so repeated CI runs on one machine do not fill its disk.
+prune_stale_test_binaries() {
+  local deps="$CARGO_TARGET_DIR/debug/deps"
+  [ -d "$deps" ] || return 0
+  find "$deps" -maxdepth 1 -type f -perm -u+x ! -name '*.*' -printf '%T@ %f\n' | sort -rn |
+    awk '{ n = $2; sub(/-[0-9a-f]+$/, "", n); if (seen[n]++) print $2 }' |
+    while read -r f; do rm -f "$deps/$f"; done
+}
+prune_stale_test_binaries
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi

@@ -1,12 +1,12 @@
 //! What the upload, auth and webhook handlers share: settings, the relay's wake-up, the upload slots.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::ApiError;
 use crate::config::UploadSettings;
+use crate::runtime::budget::{ByteBudget, Refusal, Share};
 use crate::webhook::WebhookPolicy;
 
 /// Shared upload state (one per api process).
@@ -23,7 +23,7 @@ pub struct UploadState {
     /// Callback URL policy.
     pub webhooks: WebhookPolicy,
     /// Bytes the upload spool may hold, and what it holds.
-    pub spool: Arc<SpoolBudget>,
+    pub spool: Arc<ByteBudget>,
     /// Failed API-key checks per client address.
     pub auth_throttle: Arc<super::auth_throttle::AuthThrottle>,
     /// Test-only fault injection: exit right after the upload's commit, before the relay could publish.
@@ -39,7 +39,7 @@ impl UploadState {
             relay_wake: Arc::new(Notify::new()),
             slots: Arc::new(Semaphore::new(settings.max_concurrent)),
             webhooks: WebhookPolicy::from_settings(&settings),
-            spool: Arc::new(SpoolBudget::new(settings.spool_bytes.unwrap_or(u64::MAX))),
+            spool: ByteBudget::new(settings.spool_bytes.unwrap_or(u64::MAX)),
             auth_throttle: Arc::new(super::auth_throttle::AuthThrottle::new(
                 settings.failed_auth_per_minute,
                 settings.trust_forwarded_for,
@@ -51,17 +51,7 @@ impl UploadState {
 
     /// Sizes the spool budget from the free space under `dir` when none was configured.
     pub fn with_spool_dir(mut self, dir: &std::path::Path) -> Self {
-        if self.settings.spool_bytes.is_none() {
-            match nix::sys::statvfs::statvfs(dir) {
-                Ok(v) => {
-                    let free = v.blocks_available() * v.fragment_size();
-                    self.spool = Arc::new(SpoolBudget::new(free / 10 * 9));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, dir = %dir.display(), "cannot size the upload spool")
-                }
-            }
-        }
+        self.spool = ByteBudget::for_dir(self.settings.spool_bytes, dir);
         tracing::info!(bytes = self.spool.limit, "upload spool budget");
         self
     }
@@ -83,74 +73,18 @@ impl UploadState {
     }
 }
 
-/// The bytes every upload in flight may hold in the spool together. Each upload reserves its bytes as they
-/// arrive, before writing them, and gives them back when its spool file is gone.
-#[derive(Debug)]
-pub struct SpoolBudget {
-    /// The budget.
-    pub limit: u64,
-    used: AtomicU64,
-}
-
-/// Bytes one upload holds in the spool; returned to the budget when dropped.
-#[derive(Debug)]
-pub struct SpoolShare {
-    budget: Arc<SpoolBudget>,
-    bytes: u64,
-}
-
-impl SpoolBudget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: u64) -> Self {
-        SpoolBudget {
-            limit,
-            used: AtomicU64::new(0),
-        }
-    }
-
-    /// Bytes reserved now.
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    /// An empty share to grow as an upload's bytes arrive.
-    pub fn share(self: &Arc<Self>) -> SpoolShare {
-        SpoolShare {
-            budget: self.clone(),
-            bytes: 0,
-        }
-    }
-}
-
-impl SpoolShare {
-    /// Reserves `n` more bytes: 413 when this upload alone would pass the budget, 503 when the uploads in
-    /// flight leave no room for it now.
-    pub fn grow(&mut self, n: u64) -> Result<(), ApiError> {
-        let b = &self.budget;
-        if self.bytes + n > b.limit {
-            return Err(ApiError::too_large(format!(
-                "the upload is larger than the api's {}-byte upload spool",
-                b.limit
-            )));
-        }
-        b.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + n <= b.limit).then_some(used + n)
-            })
-            .map_err(|_| {
-                ApiError::unavailable(
-                    "the upload spool is full with other uploads; retry in a few seconds",
-                )
-            })?;
-        self.bytes += n;
-        Ok(())
-    }
-}
-
-impl Drop for SpoolShare {
-    fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
+/// Reserves `n` more spool bytes for an upload: 413 when it alone would pass the budget, 503 when the uploads
+/// in flight leave no room for it now.
+pub fn grow_spool(share: &mut Share, n: u64) -> Result<(), ApiError> {
+    share.grow(n).map_err(|r| match r {
+        Refusal::NeverFits => ApiError::too_large(format!(
+            "the upload is larger than the api's {}-byte upload spool",
+            share.limit()
+        )),
+        Refusal::Full => ApiError::unavailable(
+            "the upload spool is full with other uploads; retry in a few seconds",
+        ),
+    })
 }
 
 /// Whether a `host:port` listen address only accepts local connections.
@@ -167,23 +101,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_spool_budget_is_shared_and_given_back() {
-        let budget = Arc::new(SpoolBudget::new(100));
+    fn spool_refusals_map_to_413_and_503() {
+        let budget = ByteBudget::new(100);
         let mut a = budget.share();
-        a.grow(60).unwrap();
+        grow_spool(&mut a, 60).unwrap();
         let mut b = budget.share();
-        assert_eq!(b.grow(50).unwrap_err().code, "unavailable", "no room now");
-        assert_eq!(
-            b.grow(101).unwrap_err().code,
-            "too_large_bytes",
-            "never fits"
-        );
-        b.grow(40).unwrap();
-        assert_eq!(budget.used(), 100);
-        drop(a);
-        assert_eq!(budget.used(), 40);
-        drop(b);
-        assert_eq!(budget.used(), 0);
+        assert_eq!(grow_spool(&mut b, 50).unwrap_err().code, "unavailable");
+        assert_eq!(grow_spool(&mut b, 101).unwrap_err().code, "too_large_bytes");
     }
 
     #[test]

@@ -179,7 +179,7 @@ struct Fields {
 struct Spooled {
     file: tempfile::TempPath,
     /// The spool bytes this file holds, given back when it is dropped (after the file is removed).
-    _share: super::upload_state::SpoolShare,
+    _share: crate::runtime::budget::Share,
     bytes: u64,
     sha256: String,
     kind: MediaKind,
@@ -382,7 +382,7 @@ where
                 "upload is larger than the {limit}-byte limit for this kind"
             )));
         }
-        share.grow(chunk.len() as u64)?;
+        super::upload_state::grow_spool(&mut share, chunk.len() as u64)?;
         hasher.update(&chunk);
         file.write_all(&chunk)
             .await

@@ -144,6 +144,15 @@ fn runtime(
         cache: cache(s)?,
         public_url: s.public_url.clone(),
         webhooks: crate::webhook::WebhookPolicy::from_settings(&s.uploads),
+        scratch: {
+            let _ = std::fs::create_dir_all(s.scratch_dir());
+            let budget = crate::runtime::budget::ByteBudget::for_dir(
+                s.worker.scratch_bytes,
+                &s.scratch_dir(),
+            );
+            tracing::info!(bytes = budget.limit, "job scratch budget");
+            budget
+        },
     });
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
     Ok(Runtime::new(

@@ -125,6 +125,8 @@ pub struct WorkerFile {
     pub sandbox_memory_bytes: Option<u64>,
     /// See [`WorkerSettings::warm_children`].
     pub warm_children: Option<usize>,
+    /// See [`WorkerSettings::scratch_bytes`].
+    pub scratch_bytes: Option<u64>,
     /// Embedded queue crash-loop guard.
     pub max_receives: Option<u32>,
 }
@@ -159,6 +161,7 @@ impl WorkerFile {
             sandbox_exe: self.sandbox_exe.clone(),
             sandbox_memory_bytes: self.sandbox_memory_bytes.unwrap_or(4 << 30),
             warm_children: self.warm_children.unwrap_or(crate::sandbox::WARM_CHILDREN),
+            scratch_bytes: self.scratch_bytes,
         }
     }
 }

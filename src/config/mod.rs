@@ -102,6 +102,9 @@ pub struct WorkerSettings {
     pub sandbox_memory_bytes: u64,
     /// Media children of each executable started ahead of their jobs (0: each starts with its job).
     pub warm_children: usize,
+    /// Bytes the jobs of one worker may hold in its scratch directory together (default: 90 % of the free
+    /// space there at start). A job reserves [`crate::jobs::scratch_need`] before it downloads its original.
+    pub scratch_bytes: Option<u64>,
 }
 
 /// RabbitMQ knobs.

@@ -124,6 +124,23 @@ pub(super) async fn process(
     tokio::fs::create_dir_all(&out_dir)
         .await
         .map_err(|e| JobError::transient(ErrorCode::Internal, format!("scratch: {e}")))?;
+    // Room for the original and what is made from it, before a byte is written.
+    let original = u64::try_from(row.bytes).unwrap_or(0);
+    let mut share = ctx.scratch.share();
+    share.grow(super::scratch_need(original)).map_err(|r| match r {
+        crate::runtime::budget::Refusal::NeverFits => JobError::Permanent(MediaError::new(
+            ErrorCode::TooLargeBytes,
+            format!(
+                "a {original}-byte original needs more scratch space than this worker has ({} bytes)",
+                share.limit()
+            ),
+        )),
+        crate::runtime::budget::Refusal::Full => JobError::Outage {
+            code: ErrorCode::Internal,
+            message: "the worker's scratch space is held by other jobs".into(),
+            what: "the scratch disk",
+        },
+    })?;
     match (ctx.store.direct_uploads(), row.source_etag.as_deref()) {
         // A direct upload is read only while it is still the object that was completed.
         (Some(direct), Some(etag)) => direct.get_matching(&row.source_key, &input, etag).await?,

@@ -156,6 +156,14 @@ pub struct JobContext {
     pub public_url: Option<String>,
     /// Webhook secret and callback policy (`notify.webhook` jobs).
     pub webhooks: crate::webhook::WebhookPolicy,
+    /// Bytes this worker's jobs may hold in scratch together.
+    pub scratch: std::sync::Arc<crate::runtime::budget::ByteBudget>,
+}
+
+/// Scratch a media job reserves for an original of `bytes`: the original, and room for renditions as large
+/// as three times it (a transcode's MP4 and HLS ladder of a well-compressed original), plus 64 MiB.
+pub fn scratch_need(bytes: u64) -> u64 {
+    bytes.saturating_mul(4).saturating_add(64 << 20)
 }
 
 /// What a job did, for logs and attempt records.

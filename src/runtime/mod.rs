@@ -5,6 +5,7 @@
 //! and a heartbeat that extends its lease. On shutdown the pullers stop at once; in-flight jobs get
 //! `drain_timeout` to finish, then are cancelled and their messages handed back.
 
+pub mod budget;
 mod handle;
 mod reaper;
 mod scratch;
