@@ -137,19 +137,20 @@ impl EmbeddedQueue {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        Ok(rows
-            .into_iter()
+        // `try_get`, never `get`: a row that does not decode is an error of this receive, not a panic in the
+        // puller (which would stop the class while the process looks healthy).
+        rows.into_iter()
             .map(|r| {
-                Box::new(EmbeddedDelivery {
+                Ok(Box::new(EmbeddedDelivery {
                     pool: self.pool.clone(),
-                    id: r.get("id"),
-                    body: r.get("body"),
-                    receive_count: r.get("receive_count"),
+                    id: r.try_get("id").map_err(err)?,
+                    body: r.try_get("body").map_err(err)?,
+                    receive_count: r.try_get("receive_count").map_err(err)?,
                     token: token.clone(),
                     published: self.published.clone(),
-                }) as Box<dyn Delivery>
+                }) as Box<dyn Delivery>)
             })
-            .collect())
+            .collect()
     }
 }
 

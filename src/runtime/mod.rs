@@ -130,6 +130,24 @@ impl Runtime {
     }
 }
 
+/// `mediafleet_receive_failures_total{class}`: receives that failed or panicked (the puller pauses and goes on).
+static RECEIVE_FAILURES: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(
+    || {
+        let c = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "mediafleet_receive_failures_total",
+                "Queue receives that failed or panicked, by class; the worker pauses and receives again",
+            ),
+            &["class"],
+        )
+        .expect("valid counter definition");
+        let _ = crate::scale::metrics::METRICS
+            .registry
+            .register(Box::new(c.clone()));
+        c
+    },
+);
+
 /// Pulls one class.
 struct Puller {
     ctx: Arc<JobContext>,
@@ -142,7 +160,15 @@ struct Puller {
 
 impl Puller {
     async fn run(self, shutdown: CancellationToken) {
-        let mut failures = 0u32;
+        use backon::BackoffBuilder;
+        use futures::FutureExt;
+        // Pauses after failed receives: 200 ms doubling to 5 s, with jitter, reset by a good one.
+        let pauses = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times();
+        let mut backoff = pauses.build();
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -150,18 +176,30 @@ impl Puller {
             };
             // Ask for as many as are free right now (this permit plus the others available).
             let free = 1 + self.permits.available_permits();
+            // A panic in a backend's receive (a row or frame it cannot decode) must not end this puller: the
+            // class would stop while the process looks healthy. It is logged, counted and retried.
+            let receive = std::panic::AssertUnwindSafe(self.ctx.queue.receive(
+                &self.class,
+                free,
+                self.opts.poll_wait,
+            ))
+            .catch_unwind();
             let got = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.ctx.queue.receive(&self.class, free, self.opts.poll_wait) => r,
+                r = receive => r.unwrap_or_else(|_| {
+                    Err(crate::queue::QueueError::Backend("receive panicked (see the log above)".into()))
+                }),
             };
             let deliveries = match got {
                 Ok(d) => {
-                    failures = 0;
+                    backoff = pauses.build();
                     d
                 }
                 Err(e) => {
-                    failures += 1;
-                    let nap = Duration::from_millis(200 * u64::from(failures.min(25)));
+                    RECEIVE_FAILURES
+                        .with_label_values(&[self.class.as_str()])
+                        .inc();
+                    let nap = backoff.next().unwrap_or(Duration::from_secs(5));
                     warn!(class = %self.class, error = %e, retry_in = ?nap, "receive failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
