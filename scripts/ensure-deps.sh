@@ -22,6 +22,8 @@ if [ "${1:-}" = "--services" ]; then
   command -v php >/dev/null 2>&1 || need_apt+=(php-cli)
   dpkg -s php-curl >/dev/null 2>&1 || need_apt+=(php-curl)
   dpkg -s php-memcached >/dev/null 2>&1 || need_apt+=(php-memcached)
+  # The chaos tests: `ip netns` and veth pairs (tests/chaos_partition.rs).
+  command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${need_apt[*]}" >&2
