@@ -24,6 +24,8 @@ if [ "${1:-}" = "--services" ]; then
   dpkg -s php-memcached >/dev/null 2>&1 || need_apt+=(php-memcached)
   # The sandbox watch test traces what a media child opens.
   command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+  # The chaos tests: `ip netns` and veth pairs (tests/chaos_partition.rs).
+  command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${need_apt[*]}" >&2

@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
 use std::time::Duration;
 
+use common::chaos::{count, leftover_jobs, processes_mentioning};
 use common::fleet::{refs, start_fleet_with};
 use common::*;
 
@@ -25,81 +24,6 @@ const UPLOADS: [&str; 10] = [
     "clip.mp4",
     "av/clip-1080.mp4",
 ];
-
-/// Processes (other than this test) whose command line mentions `needle`: media children of a worker of
-/// this test carry paths under its data directory.
-fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                out.push((pid, cmd));
-            }
-        }
-    }
-    out
-}
-
-/// Job scratch directories left under `root`.
-fn leftover_jobs(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(owners) = std::fs::read_dir(root) else {
-        return out;
-    };
-    for owner in owners.flatten() {
-        if let Ok(jobs) = std::fs::read_dir(owner.path()) {
-            out.extend(
-                jobs.flatten()
-                    .map(|j| j.path().display().to_string())
-                    .filter(|p| p.contains("job-")),
-            );
-        }
-    }
-    out
-}
-
-async fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
-    aws_env();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(s3_endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&conf)
-            .force_path_style(true)
-            .build(),
-    );
-    let mut keys = Vec::new();
-    let mut token = None;
-    loop {
-        let out = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .unwrap();
-        keys.extend(
-            out.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-        token = out.next_continuation_token().map(str::to_owned);
-        if token.is_none() {
-            return keys;
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_kill_minus_nine_under_load_lose_and_leave_nothing() {
@@ -163,54 +87,7 @@ async fn ten_kill_minus_nine_under_load_lose_and_leave_nothing() {
         eprintln!("kill {kill}: {children} media children were running");
         f.worker = Proc::spawn("worker", &["worker", "--concurrency", "2"], &refs(&f.env));
     }
-    let mut lost = 0;
-    for id in &ids {
-        let m = wait_final(&f.base, id, Duration::from_secs(240)).await;
-        if m["status"] != "ready" {
-            lost += 1;
-            eprintln!("not ready: {m}");
-        }
-    }
-    // One rendition set: every object under a media's prefix belongs to a version its rows point at.
-    let db = f
-        .env
-        .iter()
-        .find(|(k, _)| k == "MEDIAFLEET_DB")
-        .unwrap()
-        .1
-        .clone();
-    let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&db)
-        .await
-        .unwrap();
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT media_id, key FROM renditions")
-        .fetch_all(&mut pg)
-        .await
-        .unwrap();
-    let prefix = f.prefix.clone();
-    let version_of = |key: &str, id: &str| -> Option<(String, String)> {
-        let rest = key.strip_prefix(&format!("{prefix}/media/{id}/"))?;
-        let mut seg = rest.split('/');
-        Some((seg.next()?.to_owned(), seg.next()?.to_owned()))
-    };
-    let mut served: HashMap<&str, BTreeSet<(String, String)>> = HashMap::new();
-    for (id, key) in &rows {
-        if let Some(v) = version_of(key, id) {
-            served.entry(id.as_str()).or_default().insert(v);
-        }
-    }
-    let mut orphaned = 0;
-    let mut duplicated = 0;
-    for id in &ids {
-        let keys = s3_keys(&bucket, &format!("{prefix}/media/{id}/")).await;
-        let stored: BTreeSet<_> = keys.iter().filter_map(|k| version_of(k, id)).collect();
-        let want = served.get(id.as_str()).cloned().unwrap_or_default();
-        orphaned += stored.difference(&want).count();
-        let names: BTreeSet<_> = stored.iter().map(|(n, _)| n.clone()).collect();
-        duplicated += stored.len() - names.len();
-        if stored != want {
-            eprintln!("{id}: stored {stored:?}, served {want:?}");
-        }
-    }
+    let c = count(&f, &bucket, &ids, Duration::from_secs(240)).await;
     // A clean stop, then a start that sweeps what the killed workers left, then a clean stop.
     assert_eq!(f.worker.terminate(Duration::from_secs(30)), Some(0));
     f.worker = Proc::spawn("worker", &["worker", "--concurrency", "2"], &refs(&f.env));
@@ -218,14 +95,12 @@ async fn ten_kill_minus_nine_under_load_lose_and_leave_nothing() {
     assert_eq!(f.worker.terminate(Duration::from_secs(30)), Some(0));
     let leftovers = leftover_jobs(&data_dir.join("scratch"));
     println!(
-        "lost={lost} duplicated={duplicated} orphaned={orphaned} stray_children={stray} scratch_left={} media={} kills=10 mid_job={mid_job}",
+        "{c} stray_children={stray} scratch_left={} media={} kills=10 mid_job={mid_job}",
         leftovers.len(),
         ids.len()
     );
-    assert_eq!(lost, 0);
+    c.assert_zero();
     assert_eq!(stray, 0);
-    assert_eq!(duplicated, 0);
-    assert_eq!(orphaned, 0);
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(
         mid_job >= 8,

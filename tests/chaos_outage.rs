@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::cache::SwitchProxy;
+use common::chaos::env_of;
 use common::fleet::start_fleet_with;
 use common::*;
 use serde_json::Value;
@@ -56,10 +57,6 @@ async fn fleet_with_s3_off(outage_budget: &str) -> (common::fleet::Fleet, Switch
     )
     .await;
     (f, proxy)
-}
-
-fn env_of(f: &common::fleet::Fleet, key: &str) -> String {
-    f.env.iter().find(|(k, _)| k == key).unwrap().1.clone()
 }
 
 #[tokio::test]

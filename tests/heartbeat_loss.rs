@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,23 +19,8 @@ async fn sqlite(path: &std::path::Path) -> sqlx::SqliteConnection {
 #[tokio::test]
 async fn a_lost_lease_stops_the_job() {
     let dir = tempfile::tempdir().unwrap();
-    // A 90 s 720p clip: long enough that its transcode outlives a few heartbeats.
-    let clip = dir.path().join("long.mp4");
-    // MPEG-4 Part 2, so the mp4-720 rendition is a real H.264 encode, not a remux.
-    let made = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30",
-        ])
-        .args(["-t", "60", "-c:v", "mpeg4", "-q:v", "8"])
-        .arg(&clip)
-        .status()
-        .expect("ffmpeg (scripts/ensure-deps.sh installs it)");
-    assert!(made.success());
+    // A 60 s 720p clip: long enough that its transcode outlives a few heartbeats.
+    let clip = mpeg4_clip(dir.path(), 60);
     let cfg = fast_config_with(dir.path(), r#"lease = "1s""#, "");
     let data = dir.path().join("data");
     let (_serve, base) = serve_embedded(dir.path(), &cfg).await;

@@ -380,6 +380,20 @@ impl Records {
         Ok(out)
     }
 
+    /// Moves the deadline of every media in `processing` `by` later: time in which the database could not be
+    /// reached, when the jobs waiting out that outage could not finish either. Returns how many moved.
+    pub async fn extend_deadlines(&self, by: std::time::Duration) -> Result<u64, DbError> {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX / 4);
+        let done = sqlx::query(
+            "UPDATE media SET processing_deadline = processing_deadline + $1 \
+             WHERE status = 'processing' AND processing_deadline IS NOT NULL",
+        )
+        .bind(by)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Fails every media stuck in `processing` past its deadline; returns their ids.
     pub async fn reap_stuck(&self) -> Result<Vec<String>, DbError> {
         let now = now_ms();

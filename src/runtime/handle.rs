@@ -79,25 +79,37 @@ async fn run_one(
     let _busy = crate::scale::observe::busy();
     let job_id = env.job_id.to_string();
     let media_id = env.media_id.to_string();
-    if let Err(e) = ctx
-        .records
-        .start_attempt(
-            &job_id,
-            attempt,
-            &media_id,
-            &env.kind,
-            class.as_str(),
-            &opts.worker_id,
-        )
-        .await
-    {
-        warn!(error = %e, "could not record attempt start");
-    }
     let sized = crate::scale::observe::sized(&env);
-    if sized {
-        if let Err(e) = ctx.records.start_queued_work(&job_id).await {
-            warn!(error = %e, "could not mark the job's known work started");
+    let bookkeeping = async {
+        if let Err(e) = ctx
+            .records
+            .start_attempt(
+                &job_id,
+                attempt,
+                &media_id,
+                &env.kind,
+                class.as_str(),
+                &opts.worker_id,
+            )
+            .await
+        {
+            warn!(error = %e, "could not record attempt start");
         }
+        if sized {
+            if let Err(e) = ctx.records.start_queued_work(&job_id).await {
+                warn!(error = %e, "could not mark the job's known work started");
+            }
+        }
+    };
+    // The lease is not heartbeated yet: in a database outage these writes would wait for the pool's acquire
+    // timeout while the lease runs out, and the broker would give the message to another worker (a second
+    // delivery, an attempt spent). Past half the lease the job goes on without them; the job itself then meets
+    // the outage and waits it out without spending an attempt.
+    if tokio::time::timeout(opts.lease / 2, bookkeeping)
+        .await
+        .is_err()
+    {
+        warn!("recording the attempt's start took over half the lease; going on without it");
     }
     let started = std::time::Instant::now();
     let result = match tempfile::Builder::new()

@@ -52,15 +52,63 @@ pub async fn start_fleet_with(
     worker_env: Vec<(String, String)>,
     worker_config: &str,
 ) -> Fleet {
+    start_fleet_opts(FleetOpts {
+        storage,
+        worker_env,
+        worker_config: worker_config.to_owned(),
+        ..FleetOpts::on(queue)
+    })
+    .await
+}
+
+/// What [`start_fleet_opts`] starts: [`start_fleet_with`]'s settings, plus a database (a fresh one on the shared
+/// Postgres when `None`), a data directory for both processes (under the fleet's own temporary directory when
+/// `None`) and extra `[worker]` config lines.
+pub struct FleetOpts {
+    pub queue: String,
+    pub storage: Option<String>,
+    pub db: Option<String>,
+    pub data_dir: Option<std::path::PathBuf>,
+    pub worker_env: Vec<(String, String)>,
+    pub worker_config: String,
+}
+
+impl FleetOpts {
+    /// Defaults on `queue`.
+    pub fn on(queue: String) -> FleetOpts {
+        FleetOpts {
+            queue,
+            storage: None,
+            db: None,
+            data_dir: None,
+            worker_env: vec![],
+            worker_config: String::new(),
+        }
+    }
+}
+
+/// A fleet as [`FleetOpts`] says.
+pub async fn start_fleet_opts(opts: FleetOpts) -> Fleet {
+    let FleetOpts {
+        queue,
+        storage,
+        db,
+        data_dir,
+        worker_env,
+        worker_config,
+    } = opts;
     aws_env();
     let prefix = unique("p");
     let storage = match storage {
         Some(s) => s,
         None => moto_bucket().await.1,
     };
-    let db = pg_database().await;
+    let db = match db {
+        Some(db) => db,
+        None => pg_database().await,
+    };
     let dir = tempfile::tempdir().unwrap();
-    let config = fast_config_with(dir.path(), worker_config, "");
+    let config = fast_config_with(dir.path(), &worker_config, "");
     let port = free_port();
     let env: Vec<(String, String)> = vec![
         ("MEDIAFLEET_QUEUE".into(), queue.clone()),
@@ -70,7 +118,10 @@ pub async fn start_fleet_with(
         ("MEDIAFLEET_CONFIG".into(), config.display().to_string()),
         (
             "MEDIAFLEET_DATA_DIR".into(),
-            dir.path().join("data").display().to_string(),
+            data_dir
+                .unwrap_or_else(|| dir.path().join("data"))
+                .display()
+                .to_string(),
         ),
         ("MEDIAFLEET_LISTEN".into(), format!("127.0.0.1:{port}")),
     ];

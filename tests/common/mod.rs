@@ -3,10 +3,13 @@
 #![allow(dead_code)]
 
 pub mod cache;
+pub mod chaos;
 pub mod fleet;
+pub mod host;
 pub mod proxy;
 pub mod replay;
 pub mod scale;
+pub mod servers;
 pub mod uploads;
 
 use std::net::TcpListener;
@@ -96,6 +99,27 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A `seconds`-long 720p MPEG-4 Part 2 clip made by ffmpeg in `dir`: its mp4-720 rendition is a real H.264
+/// encode, long enough to outlive heartbeats and cuts.
+pub fn mpeg4_clip(dir: &Path, seconds: u32) -> PathBuf {
+    let clip = dir.join(format!("long-{seconds}s.mp4"));
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+        ])
+        .args(["-t", &seconds.to_string(), "-c:v", "mpeg4", "-q:v", "8"])
+        .arg(&clip)
+        .status()
+        .expect("ffmpeg (scripts/ensure-deps.sh installs it)");
+    assert!(made.success());
+    clip
+}
+
 /// Fast timings for tests, as a TOML config file in `dir`.
 pub fn fast_config(dir: &Path, extra: &str) -> PathBuf {
     fast_config_with(dir, "", extra)
@@ -155,7 +179,18 @@ pub struct Proc {
 impl Proc {
     /// Spawns `mediafleet ARGS` with extra env.
     pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(bin());
+        Proc::spawn_cmd(name, Command::new(bin()), args, env)
+    }
+
+    /// Spawns `mediafleet ARGS` inside network namespace `netns` (`ip netns exec`, which execs it: the child
+    /// is the `mediafleet` process itself).
+    pub fn spawn_in_netns(netns: &str, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns]).arg(bin());
+        Proc::spawn_cmd(name, cmd, args, env)
+    }
+
+    fn spawn_cmd(name: &str, mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Proc {
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

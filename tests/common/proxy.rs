@@ -16,7 +16,12 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy to `upstream` (host:port).
     pub async fn start(upstream: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy::start_on("127.0.0.1", upstream).await
+    }
+
+    /// Starts a proxy listening on `ip` (a free port), to `upstream`.
+    pub async fn start_on(ip: &str, upstream: &str) -> Proxy {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let (c, up) = (conns.clone(), upstream.to_owned());
