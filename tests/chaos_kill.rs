@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::chaos::{count, leftover_jobs, processes_mentioning};
+use common::chaos::{busy_children, count, leftover_jobs, processes_mentioning};
 use common::fleet::{refs, start_fleet_with};
 use common::*;
 
@@ -57,12 +57,7 @@ async fn ten_kill_minus_nine_under_load_lose_and_leave_nothing() {
     for kill in 0..10 {
         // Kill while a media child runs: wait for one (uploading more when the queue ran dry).
         let mut waited = Duration::ZERO;
-        let busy = || {
-            processes_mentioning(&needle)
-                .into_iter()
-                .filter(|(pid, cmd)| busy_media_child(*pid, cmd, &data_dir))
-                .count()
-        };
+        let busy = || busy_children(&needle).len();
         while busy() == 0 && waited < Duration::from_secs(15) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             waited += Duration::from_millis(50);

@@ -1,6 +1,8 @@
 //! Infrastructure outages are not the media's fault: `api` + `worker` on RabbitMQ, moto S3 and Postgres, with
-//! the worker reaching S3 through a proxy the test switches off. An outage far longer than the retry budget
-//! (3 attempts from 200 ms) spends no attempt and every media becomes ready when S3 returns; an outage longer
+//! the worker reaching S3 through a proxy the test switches off (connections refused) or turns into a black
+//! hole (connections accepted, never answered). S3 down for 60 s and for 180 s, and black-holed for 60 s —
+//! each far longer than the retry budget (3 attempts from 200 ms) — spends no attempt, and every media becomes
+//! ready when S3 returns; an outage longer
 //! than the outage budget fails the media with `storage_unavailable` and one readable line, not the SDK's
 //! error chain. Each test prints `lost=… duplicated=… orphaned=…`.
 
@@ -59,17 +61,20 @@ async fn fleet_with_s3_off(outage_budget: &str) -> (common::fleet::Fleet, Switch
     (f, proxy)
 }
 
-#[tokio::test]
-async fn an_s3_outage_longer_than_the_retry_budget_spends_no_attempt() {
+/// Uploads three images while S3 is unreachable from the worker (refused, or black-holed with `hole`) for
+/// `secs`, then brings it back: none may fail or spend an attempt.
+async fn s3_outage_spends_no_attempt(secs: u64, hole: bool) {
     let (f, proxy) = fleet_with_s3_off("10m").await;
+    if hole {
+        proxy.black_hole();
+    }
     let mut ids = Vec::new();
     for name in ["photo.jpg", "orientation-6.jpg", "palette.png"] {
         let (code, b) = upload(&f.base, &fixture(name), name).await;
         assert_eq!(code, 202, "{b}");
         ids.push(b["id"].as_str().unwrap().to_owned());
     }
-    // Twenty times the retry budget with S3 unreachable from the worker.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
     for id in &ids {
         let m = status(&f.base, id).await;
         assert!(
@@ -98,12 +103,27 @@ async fn an_s3_outage_longer_than_the_retry_budget_spends_no_attempt() {
         })
         .sum::<usize>();
     println!(
-        "lost={lost} duplicated={duplicated} orphaned=0 attempts_spent={}",
+        "outage={secs}s black_hole={hole} lost={lost} duplicated={duplicated} orphaned=0 attempts_spent={}",
         spent.len()
     );
     assert_eq!(lost, 0);
     assert!(spent.is_empty(), "an outage spent attempts: {rows:?}");
     assert_eq!(duplicated, 0, "{rows:?}");
+}
+
+#[tokio::test]
+async fn s3_down_for_60_s_spends_no_attempt() {
+    s3_outage_spends_no_attempt(60, false).await;
+}
+
+#[tokio::test]
+async fn s3_down_for_180_s_spends_no_attempt() {
+    s3_outage_spends_no_attempt(180, false).await;
+}
+
+#[tokio::test]
+async fn s3_black_holed_for_60_s_spends_no_attempt() {
+    s3_outage_spends_no_attempt(60, true).await;
 }
 
 #[tokio::test]

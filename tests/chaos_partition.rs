@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::chaos::{count, env_of, leftover_jobs, processes_mentioning};
+use common::chaos::{busy_children, count, env_of, leftover_jobs};
 use common::fleet::{refs, start_fleet_with};
 use common::host::Netns;
 use common::proxy::Proxy;
@@ -99,7 +99,7 @@ async fn a_worker_cut_off_mid_job_is_taken_over_and_its_late_writes_change_nothi
         let (status, stage, _, _) = media_row(&db, &id).await;
         if status == "processing"
             && stage.as_deref() == Some("transcode")
-            && !processes_mentioning(&needle).is_empty()
+            && !busy_children(&needle).is_empty()
         {
             break;
         }
@@ -114,7 +114,7 @@ async fn a_worker_cut_off_mid_job_is_taken_over_and_its_late_writes_change_nothi
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let child_at_cut = !processes_mentioning(&needle).is_empty();
+    let child_at_cut = !busy_children(&needle).is_empty();
     ns.link_down();
     let cut_at = Instant::now();
     eprintln!("link down at {:?}", started.elapsed());
@@ -137,7 +137,7 @@ async fn a_worker_cut_off_mid_job_is_taken_over_and_its_late_writes_change_nothi
     // The cut-off worker comes back: let it finish or give up what it was doing.
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline
-        && (!processes_mentioning(&needle).is_empty()
+        && (!busy_children(&needle).is_empty()
             || !leftover_jobs(&ns_data.join("scratch")).is_empty())
     {
         tokio::time::sleep(Duration::from_millis(250)).await;

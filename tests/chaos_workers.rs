@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::chaos::{
-    attempts_spent, count, leftover_jobs, load, processes_mentioning, send_uploads,
+    attempts_spent, busy_children, count, leftover_jobs, load, processes_mentioning, send_uploads,
 };
 use common::fleet::{refs, start_fleet_with};
 use common::*;
@@ -58,7 +58,7 @@ async fn four_workers_killed_at_random_lose_and_leave_nothing() {
     for kill in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(500 + next() % 2500)).await;
         let which = (next() % 4) as usize;
-        let children = processes_mentioning(&needle).len();
+        let children = busy_children(&needle).len();
         mid_job += usize::from(children > 0);
         let pid = {
             let victim = pick(&mut f.worker, &mut workers, which);

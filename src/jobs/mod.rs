@@ -161,9 +161,10 @@ pub struct JobContext {
 }
 
 /// Scratch a media job reserves for an original of `bytes`: the original, and room for renditions as large
-/// as three times it (a transcode's MP4 and HLS ladder of a well-compressed original), plus 64 MiB.
+/// as three times it (a transcode's MP4 and HLS ladder of a well-compressed original), plus 1 MiB. A job
+/// whose outputs outgrow that anyway meets a full disk, which waits like an outage.
 pub fn scratch_need(bytes: u64) -> u64 {
-    bytes.saturating_mul(4).saturating_add(64 << 20)
+    bytes.saturating_mul(4).saturating_add(1 << 20)
 }
 
 /// What a job did, for logs and attempt records.

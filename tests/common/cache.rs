@@ -98,6 +98,8 @@ pub async fn wait_key(
 pub struct SwitchProxy {
     pub port: u16,
     up: Arc<AtomicBool>,
+    /// Black hole: connections are accepted and held, nothing is forwarded or answered.
+    hole: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -108,10 +110,19 @@ impl SwitchProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let hole = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (u, c, target) = (up.clone(), conns.clone(), upstream.to_owned());
+        let (u, h, c, target) = (up.clone(), hole.clone(), conns.clone(), upstream.to_owned());
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if h.load(Ordering::SeqCst) {
+                    // Swallow whatever the client sends and never answer, until switched back on.
+                    let task = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut inbound, &mut tokio::io::sink()).await;
+                    });
+                    c.lock().unwrap().push(task);
+                    continue;
+                }
                 if !u.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
@@ -128,6 +139,7 @@ impl SwitchProxy {
         SwitchProxy {
             port,
             up,
+            hole,
             conns,
             accept,
         }
@@ -146,8 +158,21 @@ impl SwitchProxy {
         }
     }
 
-    /// Redis "comes back".
+    /// The upstream is black-holed: open connections are cut, new ones are accepted and never answered.
+    pub fn black_hole(&self) {
+        self.hole.store(true, Ordering::SeqCst);
+        for t in self.conns.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Redis "comes back" (held black-hole connections are cut, so clients reconnect).
     pub fn on(&self) {
+        if self.hole.swap(false, Ordering::SeqCst) {
+            for t in self.conns.lock().unwrap().drain(..) {
+                t.abort();
+            }
+        }
         self.up.store(true, Ordering::SeqCst);
     }
 }

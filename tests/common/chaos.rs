@@ -45,6 +45,15 @@ pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     out
 }
 
+/// Media children under data directory `needle` that are working on a job (not warm children waiting for
+/// one; see `common::busy_media_child`).
+pub fn busy_children(needle: &str) -> Vec<(u32, String)> {
+    processes_mentioning(needle)
+        .into_iter()
+        .filter(|(pid, cmd)| super::busy_media_child(*pid, cmd, Path::new(needle)))
+        .collect()
+}
+
 /// Job scratch directories left under `root` (a worker's `scratch/`).
 pub fn leftover_jobs(root: &Path) -> Vec<String> {
     let mut out = Vec::new();

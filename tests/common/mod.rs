@@ -408,3 +408,39 @@ pub fn busy_media_child(pid: u32, cmdline: &str, data: &Path) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Uploads `path` as a raw body and returns the answer's status, also when the api answers (and closes)
+/// before the whole body is sent, which an ordinary client reports as a broken connection instead.
+pub async fn upload_refusable(base: &str, path: &Path, content_type: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://");
+    let body = std::fs::read(path).unwrap();
+    let sock = tokio::net::TcpStream::connect(host).await.unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    let head = format!(
+        "POST /v1/uploads HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let writer = tokio::spawn(async move {
+        if wr.write_all(head.as_bytes()).await.is_ok() {
+            for chunk in body.chunks(64 * 1024) {
+                if wr.write_all(chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.contains(&b'\n') {
+        let n = tokio::time::timeout(Duration::from_secs(60), rd.read(&mut buf))
+            .await
+            .expect("no answer within 60 s")
+            .unwrap_or(0);
+        assert!(n > 0, "connection closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    writer.abort();
+    let line = String::from_utf8_lossy(&answer);
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
