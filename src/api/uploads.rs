@@ -217,7 +217,7 @@ impl FormReader {
                     .filename
                     .take()
                     .or(field.file_name().map(str::to_owned));
-                Ok(Some(FormPart::File(field)))
+                Ok(Some(FormPart::File(Box::new(field))))
             }
             "file" => Err(ApiError::bad_request("only one `file` field per upload")),
             name @ ("profile" | "external_id" | "callback_url") => {
@@ -244,8 +244,8 @@ impl FormReader {
 
 /// One part of the form, as [`FormReader::next_part`] found it.
 enum FormPart<'a> {
-    /// The `file` part, to be streamed.
-    File(axum::extract::multipart::Field<'a>),
+    /// The `file` part, to be streamed (boxed: it is large beside `Text`).
+    File(Box<axum::extract::multipart::Field<'a>>),
     /// A text field, already stored.
     Text,
 }
@@ -282,9 +282,10 @@ pub async fn read_upload_form(
     let mut form = FormReader::new(req, &(), Fields::default()).await?;
     let mut file_bytes = None;
     while let Some(part) = form.next_part().await? {
-        let FormPart::File(mut field) = part else {
+        let FormPart::File(field) = part else {
             continue;
         };
+        let mut field = *field;
         let mut n = 0u64;
         while let Some(chunk) = field
             .chunk()
@@ -423,7 +424,7 @@ pub async fn create(
         let mut spooled = None;
         while let Some(part) = form.next_part().await? {
             if let FormPart::File(field) = part {
-                let stream = field.map(|c| c.map_err(|e| e.to_string()));
+                let stream = (*field).map(|c| c.map_err(|e| e.to_string()));
                 spooled = Some(spool(&st, stream).await?);
             }
         }
