@@ -25,3 +25,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # compiled twice; both binaries must exist because tests spawn them.
 cargo build --workspace --bins --tests
 cargo nextest run --workspace --no-fail-fast "$@"
+# Fuzz smoke (docs/fuzzing.md): every cargo-fuzz target for FUZZ_SECONDS (default 20 s) over its seeds, with
+# nightly and its own target dir; FUZZ_SMOKE=0 leaves it out.
+if [ "${FUZZ_SMOKE:-1}" != 0 ]; then
+  bash scripts/fuzz-smoke.sh
+fi

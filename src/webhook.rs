@@ -193,7 +193,9 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: i64, tolerance: i64)
     let (Some(t), Some(v1)) = (t, v1) else {
         return false;
     };
-    if (now - t).abs() > tolerance {
+    // abs_diff: a hostile `t` far from `now` must not overflow `now - t` (a panic in debug builds, and a
+    // wrapped difference that passes the check in release builds).
+    if tolerance < 0 || now.abs_diff(t) > tolerance.unsigned_abs() {
         return false;
     }
     let mut mac =
@@ -213,6 +215,25 @@ mod tests {
             allow_hosts: vec!["hooks.example.com".into(), "*.apps.example.net".into()],
             ..Default::default()
         }
+    }
+
+    /// Found by the `signed_url` fuzz target (fuzz/regressions/signed_url/webhook-t-overflow.bin): a `t` so far
+    /// from the receiver's clock that `now - t` overflowed panicked before the signature was even checked (debug
+    /// builds); in release builds the wrapped difference let a signature with `t = now - 2^63` pass.
+    #[test]
+    fn timestamps_at_the_edges_of_i64_are_refused_not_a_panic() {
+        let now = 1_764_670_000;
+        let ok = |t: i64| verify("s", &signature("s", t, b"{}"), b"{}", now, 300);
+        for t in [
+            i64::MIN,
+            -9_223_372_036_854_770_000,
+            now.wrapping_add(i64::MIN),
+            i64::MAX,
+        ] {
+            assert!(!ok(t), "t={t}");
+        }
+        assert!(ok(now - 300) && ok(now + 300));
+        assert!(!ok(now - 301) && !ok(now + 301));
     }
 
     #[test]

@@ -354,6 +354,23 @@ mod tests {
         assert!(matches!(parsed.job(), Err(ParseError::BadPayload { .. })));
     }
 
+    /// Found by the `envelope` fuzz target (fuzz/regressions/envelope/float-drift.json): without serde_json's
+    /// `float_roundtrip`, a number in the payload or in an unknown field moved by one ULP each time an envelope
+    /// went through a worker (parse → serialise → parse), so a retry did not carry the producer's value on.
+    #[test]
+    fn numbers_survive_the_wire_bit_for_bit() {
+        let body = br#"{"version":1,"job_id":"0192b3a4-0000-7000-8000-000000000000","kind":"media.process",
+            "media_id":"0192b3a4-0000-7000-8000-000000000001","attempt":1,"enqueued_at":"2026-12-02T00:00:00Z",
+            "weight":1.4999999999999998e-47,"payload":{"source_key":"o/x","n":1.4999999999999998e-47}}"#;
+        let env = Envelope::parse(body).unwrap();
+        assert_eq!(env.payload["n"].as_f64(), Some(1.4999999999999998e-47));
+        assert_eq!(env.extra["weight"].as_f64(), Some(1.4999999999999998e-47));
+        let again = Envelope::parse(&env.to_bytes()).unwrap();
+        assert_eq!(again, env);
+        let retried = Envelope::parse(&again.next_attempt().to_bytes()).unwrap();
+        assert_eq!((retried.payload, retried.extra), (env.payload, env.extra));
+    }
+
     /// A message from a newer producer: a new envelope field and a new payload field. This build takes it,
     /// and a retry it schedules carries both fields on.
     #[test]

@@ -82,7 +82,9 @@ pub fn sign_rendition(secret: &str, path: &str, expires: i64) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn signed_query_ok(secret: &str, path: &str, query: Option<&str>) -> bool {
+/// Whether `query` carries an unexpired `expires` and a `signature` that [`sign_rendition`] made for `path`
+/// with `secret` (what a private rendition route accepts without an API key).
+pub fn signed_query_ok(secret: &str, path: &str, query: Option<&str>) -> bool {
     let mut expires = None;
     let mut sig = None;
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {

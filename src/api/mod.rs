@@ -29,10 +29,11 @@ use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-pub use auth::sign_rendition;
+pub use auth::{sign_rendition, signed_query_ok};
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
 pub use upload_state::{is_loopback, UploadState};
+pub use uploads::{read_upload_form, UploadFormSummary};
 
 use crate::db::Records;
 use crate::queue::SharedQueue;

@@ -166,6 +166,148 @@ async fn read_text_field(
     String::from_utf8(buf).map_err(|_| ApiError::bad_request(format!("field {name} is not UTF-8")))
 }
 
+/// The multipart form of an upload, read field by field: text fields are read (capped) into [`Fields`],
+/// unknown fields and a second `file` are refused, and the `file` part is handed to the caller to stream.
+struct FormReader {
+    mp: Multipart,
+    preamble: Arc<Preamble>,
+    file_seen: bool,
+    fields: Fields,
+}
+
+impl FormReader {
+    async fn new<S: Send + Sync>(
+        req: Request,
+        state: &S,
+        fields: Fields,
+    ) -> Result<Self, ApiError> {
+        let (req, preamble) = guard_preamble(req);
+        let mp = Multipart::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        Ok(FormReader {
+            mp,
+            preamble,
+            file_seen: false,
+            fields,
+        })
+    }
+
+    /// Reads the next part: a text field is read (capped) into `fields`, the `file` part is handed back to
+    /// be streamed; `None` at the end of the form.
+    async fn next_part(&mut self) -> Result<Option<FormPart<'_>>, ApiError> {
+        let next = self.mp.next_field().await.map_err(|e| {
+            if self.preamble.tripped.load(Ordering::Relaxed) {
+                ApiError::bad_request(format!(
+                    "more than {PREAMBLE_MAX} bytes of form before the `file` part"
+                ))
+            } else {
+                ApiError::bad_request(format!("malformed multipart body: {e}"))
+            }
+        })?;
+        let Some(field) = next else {
+            return Ok(None);
+        };
+        match field.name().unwrap_or_default() {
+            "file" if !self.file_seen => {
+                self.file_seen = true;
+                self.preamble.file_started.store(true, Ordering::Relaxed);
+                let fields = &mut self.fields;
+                fields.filename = fields
+                    .filename
+                    .take()
+                    .or(field.file_name().map(str::to_owned));
+                Ok(Some(FormPart::File(Box::new(field))))
+            }
+            "file" => Err(ApiError::bad_request("only one `file` field per upload")),
+            name @ ("profile" | "external_id" | "callback_url") => {
+                let name = name.to_owned();
+                let text = read_text_field(field, &name).await?;
+                match name.as_str() {
+                    "profile" => self.fields.profile = Some(text),
+                    "external_id" => self.fields.external_id = Some(text),
+                    _ => self.fields.callback_url = Some(text),
+                }
+                Ok(Some(FormPart::Text))
+            }
+            other => {
+                // Refused before its bytes are read: an unknown field is a client bug, and skipping it
+                // would still mean reading (and waiting for) all of it.
+                Err(ApiError::bad_request(format!(
+                    "unknown form field {:?}: the fields are file, profile, external_id and callback_url",
+                    other.chars().take(64).collect::<String>()
+                )))
+            }
+        }
+    }
+}
+
+/// One part of the form, as [`FormReader::next_part`] found it.
+enum FormPart<'a> {
+    /// The `file` part, to be streamed (boxed: it is large beside `Text`).
+    File(Box<axum::extract::multipart::Field<'a>>),
+    /// A text field, already stored.
+    Text,
+}
+
+/// What [`read_upload_form`] read from a form.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadFormSummary {
+    /// The `profile` field.
+    pub profile: Option<String>,
+    /// The `external_id` field.
+    pub external_id: Option<String>,
+    /// The `callback_url` field.
+    pub callback_url: Option<String>,
+    /// The `file` part's file name.
+    pub filename: Option<String>,
+    /// How many bytes the `file` part held.
+    pub file_bytes: u64,
+}
+
+/// Runs the upload form reader of `POST /v1/uploads` over an in-memory body that arrives in `chunks`, with
+/// the `file` part counted instead of spooled: the fuzzing entry point for the multipart parser, its caps and
+/// refusals. The error is the 400 the handler would answer.
+pub async fn read_upload_form(
+    content_type: &str,
+    chunks: Vec<Bytes>,
+) -> Result<UploadFormSummary, ApiError> {
+    let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/uploads")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from_stream(body))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut form = FormReader::new(req, &(), Fields::default()).await?;
+    let mut file_bytes = None;
+    while let Some(part) = form.next_part().await? {
+        let FormPart::File(field) = part else {
+            continue;
+        };
+        let mut field = *field;
+        let mut n = 0u64;
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?
+        {
+            n += chunk.len() as u64;
+        }
+        file_bytes = Some(n);
+    }
+    let file_bytes =
+        file_bytes.ok_or_else(|| ApiError::bad_request("multipart upload has no `file` field"))?;
+    let f = form.fields;
+    Ok(UploadFormSummary {
+        profile: f.profile,
+        external_id: f.external_id,
+        callback_url: f.callback_url,
+        filename: f.filename,
+        file_bytes,
+    })
+}
+
 /// Optional fields of an upload.
 #[derive(Debug, Default)]
 struct Fields {
@@ -280,51 +422,15 @@ pub async fn create(
         filename: query.get("filename").cloned(),
     };
     let spooled = if is_multipart {
-        let (req, preamble) = guard_preamble(req);
-        let mut mp = Multipart::from_request(req, &st)
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let mut form = FormReader::new(req, &st, fields).await?;
         let mut spooled = None;
-        loop {
-            let next = mp.next_field().await.map_err(|e| {
-                if preamble.tripped.load(Ordering::Relaxed) {
-                    ApiError::bad_request(format!(
-                        "more than {PREAMBLE_MAX} bytes of form before the `file` part"
-                    ))
-                } else {
-                    ApiError::bad_request(format!("malformed multipart body: {e}"))
-                }
-            })?;
-            let Some(field) = next else {
-                break;
-            };
-            match field.name().unwrap_or_default() {
-                "file" if spooled.is_none() => {
-                    preamble.file_started.store(true, Ordering::Relaxed);
-                    fields.filename = fields.filename.or(field.file_name().map(str::to_owned));
-                    let stream = field.map(|c| c.map_err(|e| e.to_string()));
-                    spooled = Some(spool(&st, stream).await?);
-                }
-                "file" => return Err(ApiError::bad_request("only one `file` field per upload")),
-                name @ ("profile" | "external_id" | "callback_url") => {
-                    let name = name.to_owned();
-                    let text = read_text_field(field, &name).await?;
-                    match name.as_str() {
-                        "profile" => fields.profile = Some(text),
-                        "external_id" => fields.external_id = Some(text),
-                        _ => fields.callback_url = Some(text),
-                    }
-                }
-                other => {
-                    // Refused before its bytes are read: an unknown field is a client bug, and skipping it
-                    // would still mean reading (and waiting for) all of it.
-                    return Err(ApiError::bad_request(format!(
-                        "unknown form field {:?}: the fields are file, profile, external_id and callback_url",
-                        other.chars().take(64).collect::<String>()
-                    )));
-                }
+        while let Some(part) = form.next_part().await? {
+            if let FormPart::File(field) = part {
+                let stream = (*field).map(|c| c.map_err(|e| e.to_string()));
+                spooled = Some(spool(&st, stream).await?);
             }
         }
+        fields = form.fields;
         spooled.ok_or_else(|| ApiError::bad_request("multipart upload has no `file` field"))?
     } else {
         let stream = req

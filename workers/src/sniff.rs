@@ -30,6 +30,9 @@ pub const SNIFF_LEN: usize = 4096;
 /// Recognises image, video and audio content from its leading bytes (give it at least [`SNIFF_LEN`] when the
 /// file is that long). Empty input, text and formats we neither decode nor plan to decode give `None`.
 pub fn sniff(head: &[u8]) -> Option<Sniffed> {
+    // Only the first SNIFF_LEN bytes count, so a caller that reads a longer head (the api reads 8 KiB) reaches
+    // the same verdict as one that reads SNIFF_LEN (the worker and its sandbox).
+    let head = &head[..head.len().min(SNIFF_LEN)];
     if head.len() < 4 {
         return None;
     }
@@ -150,6 +153,19 @@ mod tests {
         assert_eq!(f(b"isom", &[b"mp41"]), Some((MediaKind::Video, "mp4")));
         assert_eq!(f(b"qt  ", &[]), Some((MediaKind::Video, "mov")));
         assert_eq!(f(b"M4A ", &[b"isom"]), Some((MediaKind::Audio, "m4a")));
+    }
+
+    /// Found by the `sniff` fuzz target (fuzz/regressions/sniff/ftyp-brand-past-head.bin): an `ftyp` box whose
+    /// size runs past SNIFF_LEN, with the `avif` brand beyond it, was AVIF to the api (which sniffs 8 KiB) and
+    /// HEIF to the worker (4 KiB). Only the first SNIFF_LEN bytes count now.
+    #[test]
+    fn only_the_first_sniff_len_bytes_count() {
+        let mut v = ftyp(b"msf1", &[]);
+        v[..4].copy_from_slice(&0x2d_0025u32.to_be_bytes());
+        v.resize(SNIFF_LEN + 40, 0);
+        v[SNIFF_LEN + 36..].copy_from_slice(b"avif");
+        assert_eq!(sniff(&v), sniff(&v[..SNIFF_LEN]));
+        assert_eq!(sniff(&v).map(|s| s.format), Some("heif"));
     }
 
     #[test]
