@@ -14,6 +14,7 @@ mod presign;
 mod renditions;
 mod reprocess;
 mod server;
+mod upload_form;
 mod upload_state;
 mod uploads;
 
@@ -32,8 +33,8 @@ use utoipa_axum::routes;
 pub use auth::{sign_rendition, signed_query_ok};
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
+pub use upload_form::{read_upload_form, UploadFormSummary};
 pub use upload_state::{is_loopback, UploadState};
-pub use uploads::{read_upload_form, UploadFormSummary};
 
 use crate::db::Records;
 use crate::queue::SharedQueue;
