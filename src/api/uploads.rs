@@ -193,6 +193,14 @@ pub async fn create(
             "upload is larger than the {max}-byte limit"
         )));
     }
+    // A body that can never fit the spool is refused before a byte is read (a multipart body's form
+    // overhead is small beside the budgets this matters for), not with 503 once others fill the spool.
+    let spool_limit = st.uploads.spool.limit;
+    if declared.is_some_and(|n| n > spool_limit.saturating_add(64 * 1024)) {
+        return Err(ApiError::too_large(format!(
+            "the upload is larger than the api's {spool_limit}-byte upload spool"
+        )));
+    }
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
