@@ -154,6 +154,23 @@ impl S3Store {
         Ok(n)
     }
 
+    /// `HeadObject` of `key`, with the stored checksums when `checksums` is set.
+    pub(super) async fn head_object(
+        &self,
+        key: &str,
+        checksums: bool,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, StoreError> {
+        validate_key(key)?;
+        self.client
+            .head_object()
+            .bucket(&self.cfg.bucket)
+            .key(key)
+            .set_checksum_mode(checksums.then_some(aws_sdk_s3::types::ChecksumMode::Enabled))
+            .send()
+            .await
+            .map_err(|e| classify("head", key, e))
+    }
+
     /// `get_to_file`, with `If-Match` when `if_match` is given; transient failures are retried twice.
     pub(super) async fn get_to_file_if(
         &self,
@@ -224,15 +241,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        validate_key(key)?;
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.cfg.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| classify("head", key, e))?;
+        let out = self.head_object(key, false).await?;
         Ok(ObjectMeta {
             bytes: out
                 .content_length()

@@ -147,16 +147,7 @@ impl DirectUpload for S3Store {
     }
 
     async fn uploaded(&self, key: &str) -> Result<Uploaded, StoreError> {
-        validate_key(key)?;
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.cfg.bucket)
-            .key(key)
-            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-            .send()
-            .await
-            .map_err(|e| classify("head", key, e))?;
+        let out = self.head_object(key, true).await?;
         Ok(Uploaded {
             bytes: out
                 .content_length()
