@@ -8,12 +8,12 @@ use crate::db::{DbError, Records};
 use crate::queue::embedded::{EmbeddedConfig, EmbeddedQueue};
 use crate::queue::rabbitmq::{RabbitConfig, RabbitQueue};
 use crate::queue::sqs::{SqsConfig, SqsQueue};
-use crate::queue::{JobClass, QueueError, SharedQueue};
+use crate::queue::{JobClass, JobQueue, QueueAdmin, QueueError, SharedAdmin, SharedQueue};
 use crate::storage::local::LocalStore;
 use crate::storage::s3::{S3Config, S3Store};
 use crate::storage::{SharedStore, StoreError};
 
-/// Connects the queue. `prefetch` bounds unacked RabbitMQ deliveries per consumer.
+/// Connects the queue (the hot path). `prefetch` bounds unacked RabbitMQ deliveries per consumer.
 pub async fn queue(s: &Settings, prefetch: u16) -> Result<SharedQueue, QueueError> {
     queue_with(s, prefetch, BTreeMap::new()).await
 }
@@ -25,8 +25,36 @@ pub async fn queue_with(
     prefetch: u16,
     class_prefetch: BTreeMap<String, u16>,
 ) -> Result<SharedQueue, QueueError> {
+    Ok(queue_and_admin_with(s, prefetch, class_prefetch).await?.0)
+}
+
+/// Connects the queue's admin side alone (`queues setup`, the operators' DLQ commands). Declares nothing.
+pub async fn admin(s: &Settings) -> Result<SharedAdmin, QueueError> {
+    Ok(queue_and_admin(s, 1).await?.1)
+}
+
+/// Connects the queue once and hands out both sides of it: the hot path and the admin. Declares nothing.
+pub async fn queue_and_admin(
+    s: &Settings,
+    prefetch: u16,
+) -> Result<(SharedQueue, SharedAdmin), QueueError> {
+    queue_and_admin_with(s, prefetch, BTreeMap::new()).await
+}
+
+/// Both sides of one backend value: one connection, two trait objects.
+fn both<T: JobQueue + QueueAdmin + 'static>(backend: T) -> (SharedQueue, SharedAdmin) {
+    let backend = Arc::new(backend);
+    (backend.clone(), backend)
+}
+
+/// [`queue_and_admin`] with a RabbitMQ prefetch per class (see [`queue_with`]).
+pub async fn queue_and_admin_with(
+    s: &Settings,
+    prefetch: u16,
+    class_prefetch: BTreeMap<String, u16>,
+) -> Result<(SharedQueue, SharedAdmin), QueueError> {
     Ok(match &s.queue {
-        QueueUrl::Embedded => Arc::new(
+        QueueUrl::Embedded => both(
             EmbeddedQueue::open(
                 &s.data_dir.join("queue.db"),
                 EmbeddedConfig {
@@ -37,7 +65,7 @@ pub async fn queue_with(
             )
             .await?,
         ),
-        QueueUrl::Amqp(url) => Arc::new(
+        QueueUrl::Amqp(url) => both(
             RabbitQueue::connect(RabbitConfig {
                 url: url.clone(),
                 prefix: s.prefix.clone(),
@@ -54,7 +82,7 @@ pub async fn queue_with(
                 .map_err(|e| QueueError::Config(format!("--queue: {e}")))?;
             cfg.lease = s.worker.lease;
             cfg.max_attempts = s.worker.max_attempts;
-            Arc::new(SqsQueue::connect(cfg).await?)
+            both(SqsQueue::connect(cfg).await?)
         }
     })
 }
@@ -70,9 +98,19 @@ pub async fn queue_declared_with(
     prefetch: u16,
     class_prefetch: BTreeMap<String, u16>,
 ) -> Result<SharedQueue, QueueError> {
-    let q = queue_with(s, prefetch, class_prefetch).await?;
-    q.declare(&standard_classes()).await?;
-    Ok(q)
+    let (queue, admin) = queue_and_admin_with(s, prefetch, class_prefetch).await?;
+    admin.declare(&standard_classes()).await?;
+    Ok(queue)
+}
+
+/// [`queue_and_admin`], with the standard classes declared (idempotent).
+pub async fn queue_and_admin_declared(
+    s: &Settings,
+    prefetch: u16,
+) -> Result<(SharedQueue, SharedAdmin), QueueError> {
+    let (queue, admin) = queue_and_admin(s, prefetch).await?;
+    admin.declare(&standard_classes()).await?;
+    Ok((queue, admin))
 }
 
 /// The standard classes.

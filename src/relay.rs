@@ -17,6 +17,9 @@
 //!
 //! The api wakes the relay right after it commits, so a job usually reaches the queue within milliseconds;
 //! the poll interval only bounds the delay for rows written elsewhere (workers, other processes).
+//!
+//! Every publishing pass sets `mediafleet_outbox_lag_seconds` (the age of the oldest row still waiting), and
+//! each row of a failed publish counts once in `mediafleet_relay_publish_failures_total`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +84,7 @@ impl Relay {
                     false
                 }
             };
+            self.record_lag().await;
             if busy {
                 continue;
             }
@@ -107,6 +111,18 @@ impl Relay {
         }
     }
 
+    /// Sets [`OUTBOX_LAG`](crate::scale::metrics::OUTBOX_LAG) from the oldest row still waiting; a failed
+    /// read leaves the last value (the next pass reads again).
+    async fn record_lag(&self) {
+        match self.records.oldest_unsent_outbox_ms().await {
+            Ok(oldest) => {
+                let lag = oldest.map_or(0.0, |t| (crate::db::now_ms() - t).max(0) as f64 / 1000.0);
+                crate::scale::metrics::METRICS.outbox_lag.set(lag);
+            }
+            Err(e) => debug!(error = %e, "relay: cannot read the outbox lag"),
+        }
+    }
+
     /// Publishes every due row once, a batch per class (SQS sends 10 per request); returns how many were
     /// claimed.
     pub async fn publish_due(&self) -> Result<usize, crate::db::DbError> {
@@ -122,6 +138,11 @@ impl Relay {
                 Ok(class) => self.queue.publish_batch(&class, &bodies).await,
                 Err(e) => Err(e),
             };
+            if result.is_err() {
+                crate::scale::metrics::METRICS
+                    .relay_publish_failures
+                    .inc_by(batch.len() as f64);
+            }
             for row in batch {
                 match &result {
                     Ok(()) => {

@@ -7,42 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fleet::refs;
 use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Served {
-    proc: Proc,
-    base: String,
-    listen: String,
-    env: Vec<(String, String)>,
-    _dir: tempfile::TempDir,
-}
-
-async fn serve(extra: &str) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = fast_config(dir.path(), extra);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let env: Vec<(String, String)> = vec![
-        ("MEDIAFLEET_CONFIG".into(), cfg.display().to_string()),
-        (
-            "MEDIAFLEET_DATA_DIR".into(),
-            dir.path().join("data").display().to_string(),
-        ),
-        ("MEDIAFLEET_LISTEN".into(), listen.clone()),
-    ];
-    let proc = Proc::spawn("serve", &["serve"], &refs(&env));
-    let base = format!("http://{listen}");
-    wait_healthy(&base, Duration::from_secs(30)).await;
-    Served {
-        proc,
-        base,
-        listen,
-        env,
-        _dir: dir,
-    }
-}
 
 /// Peak resident memory of a process, in bytes.
 fn peak_rss(pid: u32) -> u64 {
@@ -129,7 +96,7 @@ const HUGE: u64 = 800 * 1024 * 1024;
 
 #[tokio::test]
 async fn an_800_mib_text_field_is_refused_early_without_growing_the_api() {
-    let s = serve("").await;
+    let s = serve_with("").await;
     // Warm up the upload path once, so lazily allocated buffers are not counted against the refusal.
     let (status, _) = upload(&s.base, &fixture("photo.jpg"), "photo.jpg").await;
     assert_eq!(status, 202);
@@ -152,7 +119,7 @@ async fn an_800_mib_text_field_is_refused_early_without_growing_the_api() {
 
 #[tokio::test]
 async fn part_headers_that_never_end_and_unknown_fields_are_refused() {
-    let s = serve("").await;
+    let s = serve_with("").await;
     let pid = s.proc.child.id();
     let before = peak_rss(pid);
     // A part whose headers never end: the parser would buffer them all while it looks for their end.
@@ -238,7 +205,7 @@ fn cache_control(r: &reqwest::Response) -> String {
 
 #[tokio::test]
 async fn private_renditions_are_never_publicly_cacheable() {
-    let s = serve("[auth]\nrenditions = \"private\"\nsigning_secret = \"sign-me\"\n").await;
+    let s = serve_with("[auth]\nrenditions = \"private\"\nsigning_secret = \"sign-me\"\n").await;
     let out = std::process::Command::new(bin())
         .args(["ops", "keys", "create", "--name", "app"])
         .envs(s.env.iter().map(|(a, b)| (a, b)))
@@ -297,7 +264,7 @@ async fn private_renditions_are_never_publicly_cacheable() {
 
 #[tokio::test]
 async fn public_renditions_stay_publicly_cacheable() {
-    let s = serve("").await;
+    let s = serve_with("").await;
     let (_, body) = upload(&s.base, &fixture("photo.jpg"), "photo.jpg").await;
     let media = wait_final(
         &s.base,
@@ -348,12 +315,12 @@ async fn trickle(listen: &str, step: usize, every: Duration) -> (u16, Duration) 
 #[tokio::test]
 async fn a_trickling_body_is_cut_by_the_minimum_rate_and_the_deadline() {
     // 1 KiB/s minimum after 1 s: 16 bytes every 100 ms (160 B/s) is cut; the idle timeout alone never fires.
-    let s = serve("[uploads]\nmin_rate = 1024\nmin_rate_grace = \"1s\"\n").await;
+    let s = serve_with("[uploads]\nmin_rate = 1024\nmin_rate_grace = \"1s\"\n").await;
     let (status, after) = trickle(&s.listen, 16, Duration::from_millis(100)).await;
     println!("slow body: {status} after {after:?}");
     assert_eq!(status, 408);
     // A total deadline, whatever the rate.
-    let s = serve("[uploads]\nmin_rate = 0\nbody_deadline = \"2s\"\n").await;
+    let s = serve_with("[uploads]\nmin_rate = 0\nbody_deadline = \"2s\"\n").await;
     let (status, after) = trickle(&s.listen, 64, Duration::from_millis(50)).await;
     println!("deadline: {status} after {after:?}");
     assert_eq!(status, 408);
@@ -363,7 +330,7 @@ async fn a_trickling_body_is_cut_by_the_minimum_rate_and_the_deadline() {
 
 #[tokio::test]
 async fn an_open_api_answers_only_its_own_host_and_pages() {
-    let s = serve("").await;
+    let s = serve_with("").await;
     // No pooled connections: the api closes a connection whose body it refused to read.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -406,15 +373,8 @@ async fn an_open_api_answers_only_its_own_host_and_pages() {
 
 #[tokio::test]
 async fn failed_key_checks_are_limited_per_address_and_valid_keys_still_work() {
-    let s = serve("[auth]\nrequire_keys = true\nfailed_auth_per_minute = 5\n").await;
-    let out = std::process::Command::new(bin())
-        .args(["ops", "keys", "create", "--name", "app"])
-        .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let key = created["key"].as_str().unwrap().to_owned();
+    let s = serve_with("[auth]\nrequire_keys = true\nfailed_auth_per_minute = 5\n").await;
+    let key = s.create_key("app");
     let list = format!("{}/v1/media", s.base);
     // Five wrong keys are answered 401; the sixth in the same minute is over the limit.
     for i in 0..5 {
@@ -436,7 +396,7 @@ async fn failed_key_checks_are_limited_per_address_and_valid_keys_still_work() {
     // …and requests without a key are answered as before.
     assert_eq!(get(&list, None).await.status(), 401);
     // Valid keys never count: on a fresh api, many good requests are all served.
-    let fresh = serve("[auth]\nrequire_keys = true\nfailed_auth_per_minute = 2\n").await;
+    let fresh = serve_with("[auth]\nrequire_keys = true\nfailed_auth_per_minute = 2\n").await;
     let out = std::process::Command::new(bin())
         .args(["ops", "keys", "create", "--name", "app"])
         .envs(fresh.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -62,3 +62,21 @@ async fn bench_queue_runs_on_embedded_and_rabbitmq() {
         "{out}"
     );
 }
+
+#[test]
+fn bench_fleet_runs_uploads_through_serve_beside_the_bare_child() {
+    let photo = fixture("photo.jpg");
+    let out = bench(
+        &[
+            "fleet",
+            "--uploads",
+            "3",
+            "--rounds",
+            "1",
+            "--input",
+            photo.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.contains("ratio fleet/bare"), "{out}");
+}

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::chaos::{busy_children, count, leftover_jobs, processes_mentioning};
+use common::chaos::{busy_children, count, leftover_jobs, outliving};
 use common::fleet::{refs, start_fleet_with};
 use common::*;
 
@@ -74,7 +74,7 @@ async fn ten_kill_minus_nine_under_load_lose_and_leave_nothing() {
         mid_job += usize::from(children > 0);
         f.worker.kill(); // SIGKILL, and reaped
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let left = processes_mentioning(&needle);
+        let left = outliving(&needle, |_| false, Duration::from_secs(5)).await;
         if !left.is_empty() {
             eprintln!("kill {kill}: media children outlived their worker: {left:?}");
         }

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::chaos::{
-    attempts_spent, busy_children, count, leftover_jobs, load, processes_mentioning, send_uploads,
+    attempts_spent, busy_children, count, leftover_jobs, load, outliving, send_uploads,
 };
 use common::fleet::{refs, start_fleet_with};
 use common::*;
@@ -65,18 +65,15 @@ async fn four_workers_killed_at_random_lose_and_leave_nothing() {
             victim.kill();
             victim.child.id()
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // Media children die with their worker (PR_SET_PDEATHSIG): one whose parent is no live worker is a stray.
+        // Media children die with their worker (PR_SET_PDEATHSIG): one whose parent is no live worker a few
+        // seconds after the kill is a stray.
         let live: Vec<u32> = workers
             .iter()
             .chain(std::iter::once(&f.worker))
             .map(|w| w.child.id())
             .filter(|p| *p != pid)
             .collect();
-        let orphans: Vec<_> = processes_mentioning(&needle)
-            .into_iter()
-            .filter(|(p, _)| parent_of(*p).is_none_or(|pp| !live.contains(&pp)))
-            .collect();
+        let orphans = outliving(&needle, |pp| live.contains(&pp), Duration::from_secs(5)).await;
         if !orphans.is_empty() {
             eprintln!("kill {kill}: media children outlived worker {pid}: {orphans:?}");
         }
@@ -114,15 +111,4 @@ fn pick<'a>(first: &'a mut Proc, rest: &'a mut [Proc], which: usize) -> &'a mut 
     } else {
         &mut rest[which - 1]
     }
-}
-
-/// The parent pid of `pid`, from `/proc/PID/stat`.
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use mediafleet::cli::Cli;
 use mediafleet::scale::metrics::GAUGES;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 const CLASSES: [&str; 5] = ["image", "video", "cache", "notify", "video-gpu"];
 
@@ -34,7 +34,7 @@ fn yaml_docs(rel: &str) -> Vec<Value> {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
     {
         let text = std::fs::read_to_string(&p).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
             let v = <Value as serde::Deserialize>::deserialize(doc)
                 .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             if !v.is_null() {

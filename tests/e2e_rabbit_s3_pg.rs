@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::fleet::start_fleet;
 use common::*;
 use mediafleet::queue::rabbitmq::{RabbitConfig, RabbitQueue};
-use mediafleet::queue::{JobClass, JobQueue};
+use mediafleet::queue::{JobClass, JobQueue, QueueAdmin};
 
 #[tokio::test]
 async fn upload_to_ready_with_api_and_worker_processes() {

@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use common::fleet::{sqs_url, start_fleet_on};
 use common::*;
 use mediafleet::queue::sqs::{SqsConfig, SqsQueue};
-use mediafleet::queue::{JobClass, JobQueue};
+use mediafleet::queue::{JobClass, JobQueue, QueueAdmin};
 
 async fn sqs_queue(prefix: &str) -> SqsQueue {
     let url = url::Url::parse(&sqs_url()).unwrap();

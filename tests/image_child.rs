@@ -145,3 +145,43 @@ async fn the_sandbox_sends_images_without_ffmpeg_needs_to_the_image_child() {
         );
     }
 }
+
+/// `mediafleet process` on a still image hands it to `mediafleet-image` (an exec, same arguments); on a video
+/// it does the work itself. Watched with strace's execve trace.
+#[test]
+fn process_hands_still_images_to_the_image_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = |input: &str| {
+        let log = dir.path().join(format!("{input}.trace"));
+        let out = dir.path().join(format!("{input}.out"));
+        let o = Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+            .arg(&log)
+            .arg(bin())
+            .arg("process")
+            .arg(fixture(input))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("strace is installed (scripts/ensure-deps.sh --services)");
+        assert!(
+            o.status.success(),
+            "{input}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(report["status"], "ready", "{input}: {report}");
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let still = trace("photo.jpg");
+    assert!(
+        still.contains("mediafleet-image\", [\"mediafleet-image\"")
+            || still.contains("/mediafleet-image\""),
+        "photo.jpg was not handed to mediafleet-image:\n{still}"
+    );
+    let video = trace("clip.mp4");
+    assert!(
+        !video.contains("mediafleet-image"),
+        "a video must stay in the full binary:\n{video}"
+    );
+}

@@ -1,8 +1,8 @@
 //! One queue contract, run unchanged against every backend: embedded (SQLite), RabbitMQ and SQS (moto).
 //!
-//! Each test body is written once against `JobQueue`/`Delivery` and instantiated per backend by the
-//! `contract!` macro at the bottom (`embedded::…`, `rabbitmq::…`, `sqs::…`). Where a backend's meaning differs,
-//! the test says so at the branch:
+//! Each test body is written once against `JobQueue`/`Delivery`/`QueueAdmin` and instantiated per backend by
+//! the `contract!` macro at the bottom (`embedded::…`, `rabbitmq::…`, `sqs::…`). Where a backend's meaning
+//! differs, the test says so at the branch:
 //! - On RabbitMQ a lease is the consumer's channel: "lease expiry" means the consumer's connection dies (a test
 //!   proxy cuts it), and `extend_lease` has nothing to extend.
 //! - On SQS a retry or a release is a new message (SQS cannot rewrite a body), so its receive count starts
@@ -12,9 +12,12 @@
 //! the test. Leases are 3 s and most retry delays 1 s, so the suite runs in seconds.
 
 //!
-//! The harness (namespaces, consumer handles, helpers) is in `queue_contract/harness.rs`.
+//! The harness (namespaces, consumer handles, helpers) is in `queue_contract/harness.rs`; the dead-letter
+//! operations of `QueueAdmin` (peek, show, redrive, purge) are tested in `queue_contract/dlq.rs`.
 
 mod common;
+#[path = "queue_contract/dlq.rs"]
+mod dlq;
 #[path = "queue_contract/harness.rs"]
 mod harness;
 
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use mediafleet_proto::Envelope;
 
+use dlq::*;
 use harness::*;
 
 // ---------------------------------------------------------------------------------------------- the contract
@@ -171,7 +175,7 @@ async fn dead_letters_after_max_attempts(b: Backend) {
             .unwrap();
     }
     assert_eq!(attempts, vec![1, 2, 3], "{b:?}: our own attempt count");
-    let dead = q.dead_letters(&ns.class, 10).await.unwrap();
+    let dead = ns.admin.dead_letters(&ns.class, 10).await.unwrap();
     assert_eq!(dead.len(), 1, "{b:?}: {dead:?}");
     assert!(
         dead[0]
@@ -181,7 +185,10 @@ async fn dead_letters_after_max_attempts(b: Backend) {
         dead[0].reason
     );
     assert!(dead[0].body.contains(&env.job_id.to_string()));
-    let d = depth_until(&*q, &ns.class, Duration::from_secs(5), |d| d.dlq == 1).await;
+    let d = depth_until(&*ns.admin, &ns.class, Duration::from_secs(5), |d| {
+        d.dlq == 1
+    })
+    .await;
     assert_eq!(d.dlq, 1, "{b:?}: {d:?}");
     assert!(q
         .receive(&ns.class, 1, Duration::from_millis(300))
@@ -203,7 +210,7 @@ async fn poison_json_is_dead_lettered_with_its_reason(b: Backend) {
         .expect("delivered");
     let reason = Envelope::parse(d.body()).unwrap_err().to_string();
     d.dead_letter(&reason).await.unwrap();
-    let dead = q.dead_letters(&ns.class, 10).await.unwrap();
+    let dead = ns.admin.dead_letters(&ns.class, 10).await.unwrap();
     assert_eq!(dead.len(), 1, "{b:?}");
     assert!(
         dead[0].reason.starts_with("invalid envelope"),
@@ -238,7 +245,7 @@ async fn broker_dead_letters_a_crash_loop(b: Backend) {
         (1..=MAX_RECEIVES as usize + 1).contains(&deliveries),
         "{b:?}: {deliveries} deliveries"
     );
-    let d = depth_until(&*ns.first, &ns.class, Duration::from_secs(10), |d| {
+    let d = depth_until(&*ns.admin, &ns.class, Duration::from_secs(10), |d| {
         d.dlq == 1
     })
     .await;
@@ -246,7 +253,7 @@ async fn broker_dead_letters_a_crash_loop(b: Backend) {
         d.dlq, 1,
         "{b:?}: crash-looping message not in the DLQ: {d:?}"
     );
-    let dead = ns.first.dead_letters(&ns.class, 10).await.unwrap();
+    let dead = ns.admin.dead_letters(&ns.class, 10).await.unwrap();
     assert_eq!(dead.len(), 1, "{b:?}");
     assert!(!dead[0].reason.is_empty());
     ns.cleanup().await;
@@ -391,7 +398,7 @@ async fn at_least_once_under_a_consumer_race(b: Backend) {
         let id = Envelope::parse(body).unwrap().job_id;
         assert!(seen.contains_key(&id), "{b:?}: job {id} was lost");
     }
-    let d = depth_until(&*ns.first, &ns.class, Duration::from_secs(10), |d| {
+    let d = depth_until(&*ns.admin, &ns.class, Duration::from_secs(10), |d| {
         d.ready == 0 && d.in_flight.unwrap_or(0) == 0
     })
     .await;
@@ -434,7 +441,7 @@ async fn depth_readings(b: Backend) {
     publish().await;
     // One ready, one held, one waiting out a retry delay, one dead.
     let want_in_flight = 1;
-    let d = depth_until(&*q, &ns.class, Duration::from_secs(20), |d| {
+    let d = depth_until(&*ns.admin, &ns.class, Duration::from_secs(20), |d| {
         d.ready == 1 && d.dlq == 1 && d.in_flight == Some(want_in_flight)
     })
     .await;
@@ -487,4 +494,12 @@ contract!(
     drain_hands_leases_back,
     at_least_once_under_a_consumer_race,
     depth_readings,
+    retry_after_delivers_the_body_it_is_given,
+    dlq_peek_leaves_the_dlq_as_it_was,
+    dlq_show_finds_one_by_id,
+    dlq_redrive_resets_the_attempt_and_keeps_the_rest,
+    dlq_redrive_twice_moves_once,
+    dlq_redrive_of_an_unknown_id_is_skipped,
+    dlq_purge_empties_it,
+    dlq_a_body_that_is_not_an_envelope_is_listed_and_redriven_unchanged,
 );

@@ -9,7 +9,7 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOpti
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use mediafleet::queue::rabbitmq::{RabbitConfig, RabbitQueue};
-use mediafleet::queue::{Delivery, JobClass, JobQueue, QueueError};
+use mediafleet::queue::{Delivery, JobClass, JobQueue, QueueAdmin, QueueError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -512,4 +512,39 @@ async fn a_consumer_waiting_through_a_drop_resumes() {
     assert_eq!(got.len(), 1, "the waiting receive rebuilt its consumer");
     assert_eq!(got[0].body(), b"hook");
     ns.cleanup(&["notify"]).await;
+}
+
+#[tokio::test]
+async fn stop_receiving_hands_back_what_the_broker_pushed_ahead() {
+    let ns = Ns::new();
+    let q = ns.queue(5, &["pause"]).await;
+    let c = class("pause");
+    for i in 0..5 {
+        q.publish(&c, format!("m{i}").as_bytes()).await.unwrap();
+    }
+    // One taken; the broker has pushed the other four ahead (prefetch 5) into this consumer's buffer.
+    let taken = receive_n(&q, &c, 1, Duration::from_secs(5)).await;
+    assert_eq!(taken.len(), 1);
+    eventually(Duration::from_secs(5), "all five pushed", || async {
+        q.depth(&c).await.unwrap().ready == 0
+    })
+    .await;
+    // A pause (or a drain): the four nobody took go back at once; the one in flight stays this worker's.
+    q.stop_receiving(&c).await.unwrap();
+    eventually(Duration::from_secs(5), "four handed back", || async {
+        q.depth(&c).await.unwrap().ready == 4
+    })
+    .await;
+    taken.into_iter().next().unwrap().ack().await.unwrap();
+    // Another consumer (after a resume) gets exactly the other four, none twice.
+    let other = ns.queue(5, &["pause"]).await;
+    let mut bodies: Vec<String> = receive_n(&other, &c, 5, Duration::from_secs(3))
+        .await
+        .iter()
+        .map(|d| String::from_utf8_lossy(d.body()).into_owned())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies.len(), 4, "{bodies:?}");
+    assert!(!bodies.contains(&"m0".to_owned()), "{bodies:?}");
+    ns.cleanup(&["pause"]).await;
 }

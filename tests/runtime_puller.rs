@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use mediafleet::config::DbUrl;
 use mediafleet::db::Records;
-use mediafleet::jobs::JobContext;
+use mediafleet::jobs::{JobContext, MediaHandler, RetryPolicy};
 use mediafleet::queue::embedded::{EmbeddedConfig, EmbeddedQueue};
-use mediafleet::queue::{DeadLetter, Delivery, Depth, JobClass, JobQueue, QueueError};
+use mediafleet::queue::{JobClass, JobQueue, QueueAdmin, QueueError, Received};
 use mediafleet::runtime::budget::ByteBudget;
-use mediafleet::runtime::{Runtime, RuntimeOptions};
+use mediafleet::runtime::{NoObserver, Runtime, RuntimeOptions};
 use mediafleet::sandbox::Sandbox;
 use tokio_util::sync::CancellationToken;
 
@@ -28,33 +28,15 @@ impl JobQueue for Faulty {
     fn backend(&self) -> &'static str {
         "faulty"
     }
-    async fn declare(&self, classes: &[JobClass]) -> Result<(), QueueError> {
-        self.inner.declare(classes).await
-    }
     async fn publish(&self, class: &JobClass, body: &[u8]) -> Result<(), QueueError> {
         self.inner.publish(class, body).await
     }
-    async fn receive(
-        &self,
-        class: &JobClass,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Box<dyn Delivery>>, QueueError> {
+    async fn receive(&self, class: &JobClass, max: usize, wait: Duration) -> Received {
         match self.receives.fetch_add(1, Ordering::SeqCst) {
             0 => panic!("a backend bug: a row that does not decode"),
             1 => Err(QueueError::Backend("a broken frame".into())),
             _ => self.inner.receive(class, max, wait).await,
         }
-    }
-    async fn depth(&self, class: &JobClass) -> Result<Depth, QueueError> {
-        self.inner.depth(class).await
-    }
-    async fn dead_letters(
-        &self,
-        class: &JobClass,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, QueueError> {
-        self.inner.dead_letters(class, limit).await
     }
     async fn ping(&self) -> Result<(), QueueError> {
         self.inner.ping().await
@@ -79,7 +61,11 @@ async fn a_receive_that_panics_or_fails_does_not_stop_the_class() {
         receives: AtomicUsize::new(0),
     });
     let image = JobClass::new("image").unwrap();
-    queue.declare(std::slice::from_ref(&image)).await.unwrap();
+    queue
+        .inner
+        .declare(std::slice::from_ref(&image))
+        .await
+        .unwrap();
     let store = mediafleet::storage::local::LocalStore::open(&dir.path().join("store")).unwrap();
     let ctx = Arc::new(JobContext {
         records,
@@ -95,19 +81,26 @@ async fn a_receive_that_panics_or_fails_does_not_stop_the_class() {
         webhooks: Default::default(),
         scratch: ByteBudget::new(u64::MAX),
     });
-    let runtime = Runtime::new(
+    let handler = MediaHandler::new(
         ctx,
-        RuntimeOptions {
-            classes: vec![(image.clone(), 1)],
-            poll_wait: Duration::from_millis(100),
-            drain_timeout: Duration::from_secs(2),
+        RetryPolicy {
             max_attempts: 3,
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(1),
             outage_budget: Duration::from_secs(10),
+        },
+        "test:1".into(),
+    );
+    let runtime = Runtime::new(
+        queue.clone(),
+        Arc::new(handler),
+        Arc::new(NoObserver),
+        RuntimeOptions {
+            classes: vec![(image.clone(), 1)],
+            poll_wait: Duration::from_millis(100),
+            drain_timeout: Duration::from_secs(2),
             lease: Duration::from_secs(5),
             scratch_dir: dir.path().join("scratch"),
-            worker_id: "test:1".into(),
         },
     );
     let shutdown = CancellationToken::new();
@@ -117,7 +110,7 @@ async fn a_receive_that_panics_or_fails_does_not_stop_the_class() {
     queue.publish(&image, b"{not an envelope").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let dead = queue.dead_letters(&image, 10).await.unwrap();
+        let dead = queue.inner.dead_letters(&image, 10).await.unwrap();
         if !dead.is_empty() {
             assert!(!dead[0].reason.is_empty(), "{:?}", dead[0].reason);
             break;

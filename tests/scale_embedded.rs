@@ -8,7 +8,7 @@ async fn a_burst_scales_the_fleet_out_and_back_in_without_losing_jobs() {
     common::scale::burst_scenario(Vec::new(), "").await;
 }
 
-/// Step 4 of issue 16: a compressed trace replayed on the embedded backend, compared with the simulation.
+/// A compressed trace replayed on the embedded backend, compared with its simulation (`scaler simulate`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replayed_trace_on_embedded_is_close_to_its_simulation() {
     let c = common::replay::replay_scenario("embedded", Vec::new(), "", |data| {

@@ -23,7 +23,7 @@ async fn a_burst_on_rabbitmq_scales_the_fleet_out_and_back_in_without_losing_job
     .await;
 }
 
-/// Step 4 of issue 16: a compressed trace replayed on RabbitMQ + Postgres, compared with the simulation.
+/// A compressed trace replayed on RabbitMQ + Postgres, compared with its simulation (`scaler simulate`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replayed_trace_on_rabbitmq_is_close_to_its_simulation() {
     common::require_tcp("127.0.0.1:5672", "RabbitMQ");

@@ -60,9 +60,16 @@ async fn uploads_and_jobs_stay_within_their_byte_budgets() {
     let m = wait_final(&base, &photo, Duration::from_secs(60)).await;
     assert_eq!(m["status"], "ready", "{m}");
 
+    // A media shows `ready` from inside its job; the job's scratch directory goes when the job has ended
+    // (after its attempt is recorded), a moment later.
     let data = dir.path().join("data");
     for sub in ["spool", "scratch"] {
-        let left = files_under(&data.join(sub));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut left = files_under(&data.join(sub));
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            left = files_under(&data.join(sub));
+        }
         assert!(left.is_empty(), "{sub}: {left:?}");
     }
 }

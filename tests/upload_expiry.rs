@@ -92,7 +92,13 @@ async fn expired_upload(w: &World) -> (String, String) {
 }
 
 async fn status(w: &World, id: &str) -> String {
-    w.records.media_primary(id).await.unwrap().unwrap().status
+    w.records
+        .media_primary(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+        .to_string()
 }
 
 #[tokio::test]

@@ -363,7 +363,7 @@ async fn a_webhook_that_keeps_failing_is_dead_lettered_after_max_attempts() {
     let notify = mediafleet::queue::JobClass::new("notify").unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let dead = loop {
-        let dead = mediafleet::queue::JobQueue::dead_letters(&q, &notify, 10)
+        let dead = mediafleet::queue::QueueAdmin::dead_letters(&q, &notify, 10)
             .await
             .unwrap();
         if !dead.is_empty() {

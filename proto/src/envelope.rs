@@ -16,6 +16,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::media::MediaId;
+
 /// Envelope field: when the outage a job is waiting out began (RFC 3339); absent when it is not waiting one.
 pub const OUTAGE_SINCE: &str = "outage_since";
 /// Envelope field: how many times a job was sent back during the current outage.
@@ -34,7 +36,7 @@ pub struct Envelope {
     /// What to do, e.g. `media.process` (see [`JobKind`]).
     pub kind: String,
     /// The media this job is about.
-    pub media_id: Uuid,
+    pub media_id: MediaId,
     /// 1 for the first delivery of this job; incremented by every retry we schedule ourselves.
     pub attempt: u32,
     /// When the job was first enqueued (RFC 3339).
@@ -186,7 +188,8 @@ pub enum ParseError {
 
 impl Envelope {
     /// Builds a first-attempt envelope for a job.
-    pub fn new(media_id: Uuid, job: &Job) -> Self {
+    pub fn new(media_id: impl Into<MediaId>, job: &Job) -> Self {
+        let media_id = media_id.into();
         let (kind, payload) = match job {
             Job::MediaProcess(p) => (JobKind::MediaProcess, serde_json::to_value(p)),
             Job::CacheWarm(p) => (JobKind::CacheWarm, serde_json::to_value(p)),
@@ -264,6 +267,18 @@ impl Envelope {
         next
     }
 
+    /// The same job with a full retry budget, as an operator sends it back from the dead-letter queue: attempt
+    /// 1 and no outage clock. Everything else (job id, enqueue time, trace, payload, unknown fields) is kept.
+    pub fn redriven(&self) -> Self {
+        let mut next = Envelope {
+            attempt: 1,
+            ..self.clone()
+        };
+        next.extra.remove(OUTAGE_SINCE);
+        next.extra.remove(OUTAGE_RETRIES);
+        next
+    }
+
     /// When the infrastructure outage this job is waiting out began, if it is waiting one out.
     pub fn outage_since(&self) -> Option<DateTime<Utc>> {
         self.extra
@@ -332,6 +347,21 @@ mod tests {
             (next.attempt, next.outage_since(), next.outage_retries()),
             (2, None, 0)
         );
+    }
+
+    #[test]
+    fn a_redrive_restores_the_retry_budget_and_keeps_the_rest() {
+        let body = br#"{"version":1,"job_id":"0192b3a4-0000-7000-8000-000000000000","kind":"cache.warm",
+            "media_id":"0192b3a4-0000-7000-8000-000000000001","attempt":4,"enqueued_at":"2026-12-02T00:00:00Z",
+            "priority":"bulk","payload":{"version":3}}"#;
+        let env = Envelope::parse(body).unwrap();
+        let waiting = env.waiting_out_outage("2026-12-02T07:00:00Z".parse().unwrap());
+        let back = Envelope::parse(&waiting.redriven().to_bytes()).unwrap();
+        assert_eq!(
+            (back.attempt, back.outage_since(), back.outage_retries()),
+            (1, None, 0)
+        );
+        assert_eq!(back, Envelope { attempt: 1, ..env });
     }
 
     #[test]

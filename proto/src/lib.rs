@@ -16,7 +16,7 @@ pub mod media;
 pub mod profile;
 
 pub use envelope::{Envelope, Job, JobKind, ParseError, Stage, ENVELOPE_VERSION};
-pub use media::{ErrorCode, MediaKind, MediaStatus};
+pub use media::{ErrorCode, MediaId, MediaKind, MediaStatus};
 pub use profile::{
     AudioProfile, AudioSpec, Crop, Fit, HlsSpec, Mp4Spec, OutputFormat, PeaksSpec, PosterSpec,
     Profile, Profiles, RenditionSpec, Rung, VideoProfile, AUDIO, HLS, MP4_720, PEAKS, POSTER,

@@ -1,6 +1,61 @@
 //! Media kinds, statuses and the stable failure codes.
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A media's id: a UUIDv7, so ids sort by creation time. On the wire and in the DB it is the UUID's
+/// hyphenated text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MediaId(Uuid);
+
+impl MediaId {
+    /// A new id (UUIDv7: time-ordered).
+    pub fn new() -> Self {
+        MediaId(Uuid::now_v7())
+    }
+
+    /// Parses the text form; `None` when it is not a UUID.
+    pub fn parse(s: &str) -> Option<Self> {
+        Uuid::parse_str(s).ok().map(MediaId)
+    }
+
+    /// The UUID.
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for MediaId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<Uuid> for MediaId {
+    fn from(u: Uuid) -> Self {
+        MediaId(u)
+    }
+}
+
+impl From<MediaId> for Uuid {
+    fn from(id: MediaId) -> Self {
+        id.0
+    }
+}
+
+impl std::fmt::Display for MediaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for MediaId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, uuid::Error> {
+        Uuid::parse_str(s).map(MediaId)
+    }
+}
 
 /// What an original is, decided from its content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -159,6 +214,34 @@ impl ErrorCode {
             ErrorCode::InvalidMessage => "invalid_message",
             ErrorCode::Internal => "internal",
         }
+    }
+}
+
+impl std::fmt::Display for MediaStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A DB or wire name that is not a status is an error, not a guess.
+impl TryFrom<String> for MediaStatus {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("unknown media status {s:?}"))
+    }
+}
+
+impl std::fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A DB or wire name that is not a kind is an error, not a guess.
+impl TryFrom<String> for MediaKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("unknown media kind {s:?}"))
     }
 }
 

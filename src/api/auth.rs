@@ -164,7 +164,8 @@ pub async fn guard(
     next: Next,
 ) -> Result<Response, ApiError> {
     let path = req.uri().path().to_owned();
-    if !path.starts_with("/v1/") {
+    // `/metrics` is guarded like the API: open on a loopback api without keys, behind a key otherwise.
+    if !path.starts_with("/v1/") && path != "/metrics" {
         return Ok(next.run(req).await);
     }
     let caller = match bearer(req.headers()) {

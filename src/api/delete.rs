@@ -3,24 +3,25 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
-use serde_json::{json, Value};
+use axum::{Extension, Json};
+use mediafleet_proto::MediaStatus;
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::error::{ApiPath, ErrorBody};
 use super::media::{parse_id, refresh_cached};
 use super::{ApiError, AppState};
 use crate::storage::keys;
 
 /// The answer of `DELETE /v1/media/{id}`.
-#[derive(ToSchema)]
-#[allow(dead_code)] // a schema only: the handler builds the JSON
+#[derive(Debug, serde::Serialize, ToSchema)]
 pub struct Deleted {
+    /// Media id.
     #[schema(value_type = uuid::Uuid)]
     id: String,
     /// Always `deleted`.
-    #[schema(pattern = "^deleted$")]
-    status: String,
+    #[schema(value_type = String, pattern = "^deleted$")]
+    status: MediaStatus,
 }
 
 /// `DELETE /v1/media/{id}`.
@@ -34,8 +35,9 @@ pub struct Deleted {
     security(("bearer" = []), ()))]
 pub async fn remove(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     ApiPath(id): ApiPath<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Deleted>), ApiError> {
     let id = parse_id(&id)?;
     let row = st
         .records
@@ -55,6 +57,16 @@ pub async fn remove(
         .delete_prefix(&keys::media_prefix(&st.settings.prefix, &id))
         .await?;
     refresh_cached(&st, &id).await;
-    tracing::info!(media_id = %id, "media deleted");
-    Ok((StatusCode::OK, Json(json!({"id": id, "status": "deleted"}))))
+    let actor = caller
+        .and_then(|Extension(c)| c.key_id)
+        .map_or_else(|| "anonymous".to_owned(), |k| format!("key:{k}"));
+    st.records.audit_or_log(&actor, "delete", &id, None).await;
+    tracing::info!(media_id = %id, actor, "media deleted");
+    Ok((
+        StatusCode::OK,
+        Json(Deleted {
+            id,
+            status: MediaStatus::Deleted,
+        }),
+    ))
 }

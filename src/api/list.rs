@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::{ApiQuery, ErrorBody};
@@ -28,11 +28,11 @@ const STATUSES: [&str; 6] = [
 ];
 
 /// A page of `GET /v1/media`.
-#[derive(ToSchema)]
-#[allow(dead_code)] // a schema only: the handler builds the JSON
+#[derive(Debug, serde::Serialize, ToSchema)]
 pub struct MediaPage {
     /// Newest first.
-    items: Vec<Media>,
+    #[schema(value_type = Vec<Media>)]
+    items: Vec<Value>,
     /// The `cursor` of the next page; `null` on the last one.
     next_cursor: Option<String>,
 }
@@ -55,7 +55,7 @@ pub struct MediaPage {
 pub async fn list(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MediaPage>, ApiError> {
     let status = q.get("status").filter(|s| !s.is_empty());
     if let Some(s) = status {
         if !STATUSES.contains(&s.as_str()) {
@@ -102,5 +102,8 @@ pub async fn list(
             .last()
             .and_then(|m| m["id"].as_str().map(str::to_owned))
     });
-    Ok(Json(json!({"items": items, "next_cursor": next.flatten()})))
+    Ok(Json(MediaPage {
+        items,
+        next_cursor: next.flatten(),
+    }))
 }

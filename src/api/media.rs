@@ -63,9 +63,9 @@ pub async fn show(
 
 /// Accepts only UUIDs, so a path can never be used to probe storage.
 pub fn parse_id(id: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| ApiError::not_found(format!("media {id} not found")))
+    mediafleet_proto::MediaId::parse(id)
+        .map(|m| m.to_string())
+        .ok_or_else(|| ApiError::not_found(format!("media {id} not found")))
 }
 
 /// Rewrites the cached object of `id` after a change made by the api (delete, requeue). Best effort: the

@@ -95,6 +95,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(renditions::show_path))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         .routes(routes!(openapi::openapi))
 }
 
@@ -106,10 +107,34 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::guard,
         ))
+        // Outside the guard, so refused requests (401, 403, 429) are counted too.
+        .layer(axum::middleware::from_fn(count_request))
         // Upload bodies are streamed to disk with our own per-kind limits, so axum's 2 MB default is off.
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Counts each answered request by its route template (`MatchedPath`: `/v1/media/{id}`, never the id), so
+/// the label set stays small.
+async fn count_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    crate::scale::metrics::METRICS.http(
+        &route,
+        &method,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
 }
 
 /// Serves until `shutdown` is cancelled; in-flight requests finish first.

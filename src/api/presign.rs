@@ -14,9 +14,8 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::Json;
 use mediafleet_proto::envelope::MediaValidate;
-use mediafleet_proto::{Envelope, Job, MediaKind};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use mediafleet_proto::{Envelope, Job, MediaKind, MediaStatus};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
@@ -67,26 +66,38 @@ fn declared_sha256(hex_digest: Option<&str>) -> Result<Option<[u8; 32]>, ApiErro
 
 /// The presign answer: `upload` (one presigned PUT) or `multipart` (a presigned URL per part) while the
 /// media is `uploading`; only `id` and `status` once it has moved on (a replayed `Idempotency-Key`).
-#[derive(ToSchema)]
-#[allow(dead_code)] // a schema only: the handler builds the JSON
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PresignAnswer {
     /// Media id.
     #[schema(value_type = uuid::Uuid)]
     id: String,
     /// `uploading`, or the media's status when a replay finds it further on.
-    #[schema(pattern = "^(uploading|queued|processing|ready|failed|deleted)$")]
-    status: String,
+    #[schema(value_type = String, pattern = "^(uploading|queued|processing|ready|failed|deleted)$")]
+    status: MediaStatus,
     /// Single upload: PUT the whole file here, with these headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     upload: Option<PresignedPut>,
     /// Multipart upload (above `[uploads] multipart_threshold`): PUT each part, then complete with the ETags.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     multipart: Option<PresignedMultipart>,
 }
 
+impl PresignAnswer {
+    /// Only the id and status: the media has moved past `uploading`.
+    fn moved_on(id: &str, status: MediaStatus) -> Self {
+        PresignAnswer {
+            id: id.to_owned(),
+            status,
+            upload: None,
+            multipart: None,
+        }
+    }
+}
+
 /// One presigned PUT.
-#[derive(ToSchema)]
-#[allow(dead_code)] // a schema only
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PresignedPut {
     /// `PUT`.
     method: String,
@@ -97,8 +108,7 @@ pub struct PresignedPut {
 }
 
 /// A presigned multipart upload.
-#[derive(ToSchema)]
-#[allow(dead_code)] // a schema only
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PresignedMultipart {
     /// The S3 upload id.
     upload_id: String,
@@ -109,8 +119,7 @@ pub struct PresignedMultipart {
 }
 
 /// One part's presigned URL.
-#[derive(ToSchema)]
-#[allow(dead_code)] // a schema only
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PresignedPart {
     /// 1-based part number.
     number: i32,
@@ -158,7 +167,7 @@ pub async fn presign(
     caller: Option<Extension<Caller>>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PresignAnswer>, ApiError> {
     let body = body?;
     let req: PresignRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid presign request: {e}")))?;
@@ -276,15 +285,15 @@ pub async fn presign(
 }
 
 /// The presign answer for a media: fresh URLs while it is `uploading`, else its id and status.
-async fn answer_for(st: &AppState, id: &str) -> Result<Value, ApiError> {
+async fn answer_for(st: &AppState, id: &str) -> Result<PresignAnswer, ApiError> {
     let row = st
         .records
         .media_primary(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("media {id} not found")))?;
     let (upload_id, completed) = st.records.upload_state(id).await?.unwrap_or((None, None));
-    if row.status != "uploading" || completed.is_some() {
-        return Ok(json!({"id": id, "status": row.status}));
+    if row.status != MediaStatus::Uploading || completed.is_some() {
+        return Ok(PresignAnswer::moved_on(id, row.status));
     }
     let direct = direct(st)?;
     let ttl = st.settings.presign_ttl;
@@ -304,13 +313,16 @@ async fn answer_for(st: &AppState, id: &str) -> Result<Value, ApiError> {
                     ttl,
                 )
                 .await?;
-            let headers: serde_json::Map<String, Value> = p
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
-            Ok(json!({"id": id, "status": "uploading",
-                "upload": {"method": p.method, "url": p.url, "headers": headers}}))
+            Ok(PresignAnswer {
+                id: id.to_owned(),
+                status: MediaStatus::Uploading,
+                upload: Some(PresignedPut {
+                    method: p.method,
+                    url: p.url,
+                    headers: p.headers.into_iter().collect(),
+                }),
+                multipart: None,
+            })
         }
         Some(upload_id) => multipart_answer(st, direct, &row, &upload_id, ttl).await,
     }
@@ -322,7 +334,7 @@ async fn multipart_answer(
     row: &MediaRow,
     upload_id: &str,
     ttl: Duration,
-) -> Result<Value, ApiError> {
+) -> Result<PresignAnswer, ApiError> {
     let part_size = st.uploads.settings.part_size;
     let count = u64::try_from(row.bytes).unwrap_or(0).div_ceil(part_size);
     let mut parts = Vec::new();
@@ -331,10 +343,18 @@ async fn multipart_answer(
         let url = direct
             .presign_part(&row.source_key, upload_id, number, ttl)
             .await?;
-        parts.push(json!({"number": number, "url": url}));
+        parts.push(PresignedPart { number, url });
     }
-    Ok(json!({"id": row.id, "status": "uploading", "multipart": {
-        "upload_id": upload_id, "part_size": part_size, "parts": parts}}))
+    Ok(PresignAnswer {
+        id: row.id.clone(),
+        status: MediaStatus::Uploading,
+        upload: None,
+        multipart: Some(PresignedMultipart {
+            upload_id: upload_id.to_owned(),
+            part_size,
+            parts,
+        }),
+    })
 }
 
 /// The complete request (multipart only; a single PUT sends nothing or `{}`).
@@ -374,7 +394,7 @@ pub async fn complete(
     State(st): State<AppState>,
     ApiPath(id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let body = body?;
     let id = parse_id(&id)?;
     // Empty, `null` and `{}` all mean "a single PUT".
@@ -385,10 +405,18 @@ pub async fn complete(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("media {id} not found")))?;
     let (upload_id, completed) = st.records.upload_state(&id).await?.unwrap_or((None, None));
-    let status = |s: &str| (StatusCode::ACCEPTED, Json(json!({"id": id, "status": s})));
-    if row.status != "uploading" || completed.is_some() {
+    let status = |status: MediaStatus| {
+        (
+            StatusCode::ACCEPTED,
+            Json(Accepted {
+                id: id.clone(),
+                status,
+            }),
+        )
+    };
+    if row.status != MediaStatus::Uploading || completed.is_some() {
         // A repeated complete: nothing more to do.
-        return Ok(status(&row.status));
+        return Ok(status(row.status));
     }
     let direct = direct(&st)?;
     let single_put = upload_id.is_none();
@@ -465,14 +493,13 @@ pub async fn complete(
         .await?
     {
         st.uploads.committed();
-        return Ok(status("uploading"));
+        return Ok(status(MediaStatus::Uploading));
     }
     // Another complete got in first, or the expiry sweep claimed it meanwhile: answer what it is now.
     let now = st
         .records
         .media_primary(&id)
         .await?
-        .map(|m| m.status)
-        .unwrap_or_else(|| "deleted".to_owned());
-    Ok(status(&now))
+        .map_or(MediaStatus::Deleted, |m| m.status);
+    Ok(status(now))
 }

@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use mediafleet_proto::MediaStatus;
 use tower::ServiceExt;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::{RefOr, Schema};
@@ -106,7 +107,7 @@ async fn serve(
     let id = parse_id(id)?;
     let missing = || ApiError::not_found(format!("rendition {name} of media {id} not found"));
     let media = st.records.media(&id).await?.ok_or_else(missing)?;
-    if media.status == "deleted" {
+    if media.status == MediaStatus::Deleted {
         return Err(missing());
     }
     let rendition = st

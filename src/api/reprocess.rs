@@ -10,9 +10,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use mediafleet_proto::MediaKind;
+use mediafleet_proto::MediaStatus;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::error::{optional_json, ApiPath, ErrorBody};
@@ -29,14 +28,14 @@ pub struct ReprocessRequest {
 }
 
 /// The answer of `POST /v1/media/{id}/reprocess`.
-#[derive(ToSchema)]
-#[allow(dead_code)] // a schema only: the handler builds the JSON
+#[derive(Debug, serde::Serialize, ToSchema)]
 pub struct Requeued {
+    /// Media id.
     #[schema(value_type = uuid::Uuid)]
     id: String,
     /// `queued`, or the current status when the same request was already accepted.
-    #[schema(pattern = "^(queued|processing)$")]
-    status: String,
+    #[schema(value_type = String, pattern = "^(queued|processing)$")]
+    status: MediaStatus,
     /// The profile the new renditions are made with.
     profile: String,
 }
@@ -60,7 +59,7 @@ pub async fn reprocess(
     State(st): State<AppState>,
     ApiPath(id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Requeued>), ApiError> {
     let body = body?;
     let id = parse_id(&id)?;
     let req: ReprocessRequest = optional_json(&body, "reprocess request")?;
@@ -79,20 +78,18 @@ pub async fn reprocess(
                 known.join(", ")
             )));
         }
-        match row.status.as_str() {
-            "queued" | "processing" if row.profile == profile => {
-                return Ok(accepted(&id, &row.status, &profile));
+        match row.status {
+            MediaStatus::Queued | MediaStatus::Processing if row.profile == profile => {
+                return Ok(accepted(&id, row.status, &profile));
             }
-            "ready" | "failed" => {}
+            MediaStatus::Ready | MediaStatus::Failed => {}
             other => {
                 return Err(ApiError::conflict(format!(
                     "media {id} is {other}; only ready or failed media can be reprocessed"
                 )))
             }
         }
-        let kind = MediaKind::parse(&row.kind).ok_or_else(|| {
-            ApiError::conflict(format!("media {id} has no known kind ({:?})", row.kind))
-        })?;
+        let kind = row.kind;
         let uuid = uuid::Uuid::parse_str(&id).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let job = OutboxJob::media_process(uuid, &row.source_key, &profile, kind);
         if let Some(now) = st.records.requeue(&row, &profile, &job).await? {
@@ -100,7 +97,7 @@ pub async fn reprocess(
             // Cache readers see `queued` at once; a stale object would still point at served renditions.
             refresh_cached(&st, &id).await;
             tracing::info!(media_id = %id, from = %row.status, %profile, "media requeued");
-            return Ok(accepted(&id, &now.status, &profile));
+            return Ok(accepted(&id, now.status, &profile));
         }
     }
     Err(ApiError::conflict(format!(
@@ -108,9 +105,13 @@ pub async fn reprocess(
     )))
 }
 
-fn accepted(id: &str, status: &str, profile: &str) -> (StatusCode, Json<Value>) {
+fn accepted(id: &str, status: MediaStatus, profile: &str) -> (StatusCode, Json<Requeued>) {
     (
         StatusCode::ACCEPTED,
-        Json(json!({"id": id, "status": status, "profile": profile})),
+        Json(Requeued {
+            id: id.to_owned(),
+            status,
+            profile: profile.to_owned(),
+        }),
     )
 }

@@ -44,7 +44,8 @@ impl UploadState {
                 settings.failed_auth_per_minute,
                 settings.trust_forwarded_for,
             )),
-            exit_after_commit: std::env::var_os("MEDIAFLEET_FAULT_EXIT_AFTER_COMMIT").is_some(),
+            exit_after_commit: cfg!(feature = "fault-injection")
+                && std::env::var_os("MEDIAFLEET_FAULT_EXIT_AFTER_COMMIT").is_some(),
             settings,
         }
     }
@@ -65,6 +66,7 @@ impl UploadState {
 
     /// Called after a commit that wrote outbox rows.
     pub fn committed(&self) {
+        #[cfg(feature = "fault-injection")]
         if self.exit_after_commit {
             tracing::error!("fault injection: exiting between the commit and the publish");
             std::process::exit(86);

@@ -16,8 +16,7 @@ use axum::extract::{Extension, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
 use futures::{Stream, StreamExt};
-use mediafleet_proto::MediaKind;
-use serde_json::{json, Value};
+use mediafleet_proto::{MediaKind, MediaStatus};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
@@ -112,15 +111,14 @@ struct Spooled {
 }
 
 /// `202 {"id","status"}`: the answer of `POST /v1/uploads` and `POST /v1/uploads/{id}/complete`.
-#[derive(ToSchema)]
-#[allow(dead_code)] // a schema only: the handlers build the JSON
+#[derive(Debug, serde::Serialize, ToSchema)]
 pub struct Accepted {
     /// Media id.
     #[schema(value_type = uuid::Uuid)]
-    id: String,
+    pub id: String,
     /// `queued` for a new upload; a repeated request answers the media's current status.
-    #[schema(pattern = "^(uploading|queued|processing|ready|failed|deleted)$")]
-    status: String,
+    #[schema(value_type = String, pattern = "^(uploading|queued|processing|ready|failed|deleted)$")]
+    pub status: MediaStatus,
 }
 
 /// The multipart form of `POST /v1/uploads`. Unknown fields are refused (400); text fields are at most
@@ -170,7 +168,7 @@ pub async fn create(
     caller: Option<Extension<Caller>>,
     ApiQuery(query): ApiQuery<HashMap<String, String>>,
     req: Request,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let _slot = st.uploads.slot()?;
     let idem = idempotency::key(req.headers())?.map(|key| IdempotencyClaim {
         scope: caller
@@ -330,7 +328,7 @@ async fn accept(
     up: Spooled,
     fields: Fields,
     idem: Option<IdempotencyClaim>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let profile = fields.profile.unwrap_or_else(|| "default".into());
     if !st.settings.profiles.contains_key(&profile) {
         return Err(ApiError::bad_request(format!(
@@ -357,7 +355,10 @@ async fn accept(
     let accepted = |id: &str| {
         (
             StatusCode::ACCEPTED,
-            Json(json!({"id": id, "status": "queued"})),
+            Json(Accepted {
+                id: id.to_owned(),
+                status: MediaStatus::Queued,
+            }),
         )
     };
     if let Some(c) = &idem {
@@ -407,6 +408,7 @@ async fn accept(
         }
     }
     st.uploads.committed();
+    crate::scale::metrics::upload_bytes(up.bytes);
     tracing::info!(media_id = %id_s, kind = up.kind.as_str(), bytes = up.bytes, "upload accepted");
     Ok(accepted(&id_s))
 }

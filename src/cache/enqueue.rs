@@ -1,5 +1,7 @@
-//! Publishing `cache.warm` jobs. Used wherever a media's status changes (worker runtime, api deletes,
-//! ops replays), so it sits below all of them.
+//! Publishing `cache.warm` jobs. The one caller is `jobs::enqueue_warm`, which the worker runs when a job
+//! changes a media's status: `media.process` when the media or its video poster is ready, and the runtime when
+//! it marks a media failed. The api (`refresh_cached`) and `ops warm` write the cache directly instead, through
+//! `media_object::warm`.
 
 use mediafleet_proto::envelope::CacheWarm;
 use mediafleet_proto::{Envelope, Job};

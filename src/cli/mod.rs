@@ -1,12 +1,11 @@
 //! The `mediafleet` command line. Each subcommand lives in its own file; this is the only layer that uses
 //! `anyhow`. Logs go to stderr; JSON answers to stdout.
 
-mod bench_cache;
-mod bench_image;
-mod bench_queue;
-mod bench_sandbox;
-mod bench_video;
+mod ops_dlq;
+mod ops_failed;
 mod ops_keys;
+mod ops_status;
+mod ops_steer;
 mod ops_warm;
 mod process;
 mod scale;
@@ -57,27 +56,14 @@ enum Command {
         #[command(subcommand)]
         action: OpsAction,
     },
-    /// Side-by-side benchmarks against the tools a user would otherwise pick.
+    /// Side-by-side benchmarks against the tools a user would otherwise pick (`mediafleet bench --help`):
+    /// runs `mediafleet-bench`, installed beside this binary, with these arguments.
+    #[command(disable_help_flag = true)]
     Bench {
-        #[command(subcommand)]
-        action: BenchAction,
+        /// The benchmark and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchAction {
-    /// The media cache on memcached against Redis: `ops warm --all` objects/s on the same seeded media, and
-    /// GET round trips from this host.
-    Cache(bench_cache::BenchCacheArgs),
-    /// Image renditions (thumb + preview from one decode) against `vipsthumbnail` run once per size.
-    Image(bench_image::BenchImageArgs),
-    /// No-op jobs (with one Postgres write each) through every queue backend, against raw lapin and
-    /// aws-sdk-sqs loops doing the same work.
-    Queue(bench_queue::BenchQueueArgs),
-    /// What the sandbox costs per job: a still image in the sandboxed child against the same work in-process.
-    Sandbox(bench_sandbox::BenchSandboxArgs),
-    /// mp4-720, the HLS ladder and the poster against the `ffmpeg` CLI (one run per rung, one split command).
-    Video(bench_video::BenchVideoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +75,36 @@ enum OpsAction {
         #[command(subcommand)]
         action: ops_keys::KeysAction,
     },
+    /// Per class: queue depth, dead letters, oldest age, the scaler's desired and live workers; failures of
+    /// the last hour by code.
+    Status(ops_status::StatusArgs),
+    /// The scaler's decision per class, with its inputs (depth, arrival rate, cost per job, backlog).
+    Scale(ops_status::StatusArgs),
+    /// Live workers (fresh heartbeats): id, host, classes, version, jobs in flight, last seen.
+    Workers(ops_status::StatusArgs),
+    /// Failed media: `list` (filter by code, time, kind) and `show ID` (every attempt).
+    Failed {
+        #[command(subcommand)]
+        action: ops_failed::FailedAction,
+    },
+    /// Send failed media through the pipeline again: these ids, or `--failed` with filters.
+    Replay(ops_failed::ReplayArgs),
+    /// Make ready media's renditions again with a profile.
+    Reprocess(ops_failed::ReprocessArgs),
+    /// A class's dead-letter queue: list, show, redrive, purge.
+    Dlq {
+        #[command(subcommand)]
+        action: ops_dlq::DlqAction,
+    },
+    /// Workers stop taking a class (jobs in flight finish; messages wait in the queue) until `resume`.
+    Pause(ops_steer::PauseArgs),
+    /// Workers take a paused class again.
+    Resume(ops_steer::PauseArgs),
+    /// Who changed what: deletes, replays, reprocesses, redrives, purges, pauses (newest first).
+    Audit(ops_steer::AuditArgs),
+    /// One retention pass now (workers run one every `[retention] interval`): removes attempts, idempotency
+    /// keys, deleted media, audit entries and embedded dead letters past their configured ages.
+    Retention(ops_steer::RetentionArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,17 +121,8 @@ pub fn main() -> ExitCode {
         // No async runtime: the media child must stay small and single-purpose.
         return process::run(&cli.common, args);
     }
-    if let Command::Bench {
-        action: BenchAction::Image(args),
-    } = &cli.command
-    {
-        return bench_image::run(args);
-    }
-    if let Command::Bench {
-        action: BenchAction::Video(args),
-    } = &cli.command
-    {
-        return bench_video::run(args);
+    if let Command::Bench { args } = &cli.command {
+        return bench(args);
     }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -151,27 +158,42 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Queues {
             action: QueuesAction::Setup,
         } => {
-            let q = crate::connect::queue(&settings, 1).await?;
-            q.setup(&crate::connect::standard_classes()).await?;
-            tracing::info!(backend = q.backend(), "queues ready");
+            let admin = crate::connect::admin(&settings).await?;
+            admin.setup(&crate::connect::standard_classes()).await?;
+            tracing::info!(backend = admin.backend(), "queues ready");
             Ok(())
         }
-        Command::Ops {
-            action: OpsAction::Warm(a),
-        } => ops_warm::run(settings, a).await,
-        Command::Ops {
-            action: OpsAction::Keys { action },
-        } => ops_keys::run(settings, action).await,
-        Command::Process(_) => unreachable!("handled before the runtime starts"),
-        Command::Bench {
-            action: BenchAction::Queue(a),
-        } => bench_queue::run(a).await,
-        Command::Bench {
-            action: BenchAction::Cache(a),
-        } => bench_cache::run(a).await,
-        Command::Bench {
-            action: BenchAction::Sandbox(a),
-        } => bench_sandbox::run(a).await,
-        Command::Bench { .. } => unreachable!("handled before the runtime starts"),
+        Command::Ops { action } => match action {
+            OpsAction::Warm(a) => ops_warm::run(settings, a).await,
+            OpsAction::Keys { action } => ops_keys::run(settings, action).await,
+            OpsAction::Status(a) => ops_status::status(settings, a).await,
+            OpsAction::Workers(a) => ops_status::workers(settings, a).await,
+            OpsAction::Scale(a) => ops_status::scale(settings, a).await,
+            OpsAction::Failed { action } => ops_failed::failed(settings, action).await,
+            OpsAction::Replay(a) => ops_failed::replay(settings, a).await,
+            OpsAction::Reprocess(a) => ops_failed::reprocess(settings, a).await,
+            OpsAction::Dlq { action } => ops_dlq::run(settings, action).await,
+            OpsAction::Pause(a) => ops_steer::run(settings, a, true).await,
+            OpsAction::Resume(a) => ops_steer::run(settings, a, false).await,
+            OpsAction::Audit(a) => ops_steer::audit(settings, a).await,
+            OpsAction::Retention(a) => ops_steer::retention(settings, a).await,
+        },
+        Command::Process(_) | Command::Bench { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
+}
+
+/// `mediafleet bench …`: the benchmarks live in their own binary, `mediafleet-bench`, beside this one.
+fn bench(args: &[std::ffi::OsString]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()
+        .map(|me| me.with_file_name("mediafleet-bench"))
+        .unwrap_or_else(|_| "mediafleet-bench".into());
+    let err = std::process::Command::new(&exe).args(args).exec();
+    eprintln!(
+        "error: cannot run {}: {err} (the benchmarks are a separate binary: `cargo build --bin mediafleet-bench`)",
+        exe.display()
+    );
+    ExitCode::from(1)
 }

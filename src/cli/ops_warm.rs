@@ -50,7 +50,7 @@ struct Checkpoint {
     done: u64,
 }
 
-fn parse_since(t: &str) -> anyhow::Result<i64> {
+pub(super) fn parse_since(t: &str) -> anyhow::Result<i64> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
         return Ok(at.timestamp_millis());
     }

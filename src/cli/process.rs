@@ -68,13 +68,55 @@ struct Handed {
     args: ProcessArgs,
 }
 
-/// Runs `process`.
+/// Runs `process`. A still image that needs no FFmpeg is handed to `mediafleet-image` when it sits beside
+/// this binary, as the worker's sandbox does: the same report, from a process that never loaded FFmpeg.
 pub fn run(common: &CommonArgs, args: &ProcessArgs) -> ExitCode {
+    if !args.sandboxed && !args.await_args && !args.self_check {
+        if let Some(err) = hand_to_image_child(common, args) {
+            eprintln!(
+                "warning: could not run {}: {err}; processing here",
+                crate::sandbox::IMAGE_CHILD
+            );
+        }
+    }
     run_child(
         common.config.as_deref(),
         args,
         mediafleet_workers::process_with,
     )
+}
+
+/// Replaces this process with `mediafleet-image process …` (same arguments) when the input is a still image
+/// it handles. Returns only when it did not: `None` when the input is not for it (or the child is missing),
+/// the error when the exec failed.
+fn hand_to_image_child(common: &CommonArgs, args: &ProcessArgs) -> Option<std::io::Error> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let child = std::env::current_exe()
+        .ok()?
+        .with_file_name(crate::sandbox::IMAGE_CHILD);
+    if !child.is_file() {
+        return None;
+    }
+    let mut head = Vec::with_capacity(mediafleet_workers::sniff::SNIFF_LEN);
+    std::fs::File::open(&args.input)
+        .ok()?
+        .take(mediafleet_workers::sniff::SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .ok()?;
+    let sniffed = mediafleet_workers::sniff(&head)?;
+    if mediafleet_workers::needs_ffmpeg(&sniffed) {
+        return None;
+    }
+    // Everything after the `process` word is the subcommand's own arguments; of the global ones only the
+    // config file matters to the child.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let at = argv.iter().position(|a| a == "process")?;
+    let mut cmd = std::process::Command::new(&child);
+    if let Some(config) = &common.config {
+        cmd.arg("--config").arg(config);
+    }
+    Some(cmd.arg("process").args(&argv[at + 1..]).exec())
 }
 
 /// Runs `process` with `work`, reading profiles from `config` when no `--profile-json` is given.

@@ -79,7 +79,7 @@ pub struct FleetArgs {
     drain_timeout: Option<Duration>,
 }
 
-fn print_table(signals: &[ClassSignal]) {
+pub(super) fn print_table(signals: &[ClassSignal]) {
     println!(
         "{:<10} {:>7} {:>9} {:>7} {:>5} {:>10} {:>10} {:>9} {:>7} {:>7}  decided_by",
         "class",
@@ -202,14 +202,38 @@ fn simulate_cmd(sim: &SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The token a SIGTERM or SIGINT cancels, with the scaler's metrics served until then (when
+/// `metrics_listen` is set).
+async fn metrics_until_signal(
+    s: &Settings,
+    records: &crate::db::Records,
+    queue: crate::queue::SharedQueue,
+) -> anyhow::Result<CancellationToken> {
+    let shutdown = super::serve::shutdown_on_signal();
+    if let Some(addr) = &s.metrics_listen {
+        let probe = Probe {
+            records: records.clone(),
+            queue,
+        };
+        metrics::serve(addr, probe, shutdown.clone()).await?;
+    }
+    Ok(shutdown)
+}
+
 /// `mediafleet scaler [--once] [--json]` and `mediafleet scaler simulate`.
 pub async fn scaler(s: Settings, a: ScalerArgs) -> anyhow::Result<()> {
     if let Some(ScalerAction::Simulate(sim)) = a.action {
         return simulate_cmd(&sim);
     }
     let records = crate::connect::records(&s).await?;
-    let queue = crate::connect::queue_declared(&s, 1).await?;
-    let mut scaler = Scaler::new(queue.clone(), records.clone(), &s.scaling, &a.classes)?;
+    let (queue, admin) = crate::connect::queue_and_admin_declared(&s, 1).await?;
+    let mut scaler = Scaler::new(
+        queue.clone(),
+        admin,
+        records.clone(),
+        &s.scaling,
+        &a.classes,
+    )?;
     if a.once {
         let live = store::live_workers(&records, observe::PRESENCE_FRESH).await?;
         let signals = scaler.poll(&live).await?;
@@ -220,19 +244,21 @@ pub async fn scaler(s: Settings, a: ScalerArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let shutdown = super::serve::shutdown_on_signal();
-    if let Some(addr) = &s.metrics_listen {
-        metrics::serve(
-            addr,
-            Probe {
-                records: records.clone(),
-                queue,
-            },
-            shutdown.clone(),
-        )
-        .await?;
-    }
+    let shutdown = metrics_until_signal(&s, &records, queue).await?;
     let every = a.poll_interval.unwrap_or(s.scaling.poll_interval);
+    scale_loop(scaler, records, every, a.json, shutdown).await;
+    Ok(())
+}
+
+/// Polls every `every` until `shutdown`: reads the queues, decides, sets the gauges and reroutes; with `json`,
+/// prints each decision as a line. `scaler` and `serve` run it.
+pub(super) async fn scale_loop(
+    mut scaler: Scaler,
+    records: crate::db::Records,
+    every: std::time::Duration,
+    json: bool,
+    shutdown: CancellationToken,
+) {
     loop {
         let live = store::live_workers(&records, observe::PRESENCE_FRESH)
             .await
@@ -240,14 +266,17 @@ pub async fn scaler(s: Settings, a: ScalerArgs) -> anyhow::Result<()> {
         match scaler.poll(&live).await {
             Ok(signals) => {
                 scaler.reroute(&signals, &live).await;
-                if a.json {
-                    println!("{}", json_line(&signals)?);
+                if json {
+                    match json_line(&signals) {
+                        Ok(line) => println!("{line}"),
+                        Err(e) => tracing::warn!(error = %e, "scaler decision not printable"),
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "scaler poll failed"),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
     }
@@ -288,11 +317,17 @@ fn child_args(s: &Settings, c: &CommonArgs) -> Vec<String> {
 /// `mediafleet fleet`.
 pub async fn fleet(s: Settings, common: &CommonArgs, a: FleetArgs) -> anyhow::Result<()> {
     let records = crate::connect::records(&s).await?;
-    let queue = crate::connect::queue_declared(&s, 1).await?;
+    let (queue, admin) = crate::connect::queue_and_admin_declared(&s, 1).await?;
     let window = a.scale_down_window.unwrap_or(s.scaling.scale_down_window);
     let poll = a.poll_interval.unwrap_or(s.scaling.poll_interval);
-    let scaler = Scaler::new(queue.clone(), records.clone(), &s.scaling, &a.classes)?
-        .with_bounds(a.min, a.max, window, poll);
+    let scaler = Scaler::new(
+        queue.clone(),
+        admin,
+        records.clone(),
+        &s.scaling,
+        &a.classes,
+    )?
+    .with_bounds(a.min, a.max, window, poll);
     let concurrency: BTreeMap<String, u32> = scaler
         .classes()
         .into_iter()
@@ -311,18 +346,7 @@ pub async fn fleet(s: Settings, common: &CommonArgs, a: FleetArgs) -> anyhow::Re
         stable_after: Duration::from_secs(30),
         restart_backoff: (Duration::from_millis(500), Duration::from_secs(30)),
     };
-    let shutdown: CancellationToken = super::serve::shutdown_on_signal();
-    if let Some(addr) = &s.metrics_listen {
-        metrics::serve(
-            addr,
-            Probe {
-                records: records.clone(),
-                queue,
-            },
-            shutdown.clone(),
-        )
-        .await?;
-    }
+    let shutdown = metrics_until_signal(&s, &records, queue).await?;
     fleet::run(opts, scaler, records, shutdown).await?;
     Ok(())
 }

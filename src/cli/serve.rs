@@ -10,8 +10,9 @@ use tracing::info;
 use crate::api::{ApiSettings, AppState};
 use crate::config::Settings;
 use crate::jobs::JobContext;
+use crate::jobs::{run_reaper, MediaHandler, RetryPolicy};
 use crate::queue::JobClass;
-use crate::runtime::{run_reaper, Runtime, RuntimeOptions};
+use crate::runtime::{Runtime, RuntimeOptions};
 use crate::sandbox::Sandbox;
 
 /// Worker flags.
@@ -122,7 +123,7 @@ fn runtime(
     records: crate::db::Records,
     store: crate::storage::SharedStore,
     queue: crate::queue::SharedQueue,
-) -> anyhow::Result<Runtime> {
+) -> anyhow::Result<Runtime<MediaHandler>> {
     let sandbox = if s.worker.sandbox_child {
         match &s.worker.sandbox_exe {
             Some(exe) => Sandbox::with_exe(exe.clone(), s.worker.sandbox_memory_bytes),
@@ -135,7 +136,7 @@ fn runtime(
     let ctx = Arc::new(JobContext {
         records,
         store,
-        queue,
+        queue: queue.clone(),
         sandbox,
         prefix: s.prefix.clone(),
         profiles: s.profiles.clone(),
@@ -155,19 +156,26 @@ fn runtime(
         },
     });
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
-    Ok(Runtime::new(
+    let handler = MediaHandler::new(
         ctx,
-        RuntimeOptions {
-            classes: worker_classes(s, w)?,
-            poll_wait: s.worker.poll_wait,
-            drain_timeout: w.drain_timeout.unwrap_or(s.worker.drain_timeout),
+        RetryPolicy {
             max_attempts: s.worker.max_attempts,
             retry_base: s.worker.retry_base,
             retry_max: s.worker.retry_max,
             outage_budget: s.worker.outage_budget,
+        },
+        format!("{}:{}", host.trim(), std::process::id()),
+    );
+    Ok(Runtime::new(
+        queue,
+        Arc::new(handler),
+        Arc::new(crate::scale::observe::WorkerObserver),
+        RuntimeOptions {
+            classes: worker_classes(s, w)?,
+            poll_wait: s.worker.poll_wait,
+            drain_timeout: w.drain_timeout.unwrap_or(s.worker.drain_timeout),
             lease: s.worker.lease,
             scratch_dir: s.scratch_dir(),
-            worker_id: format!("{}:{}", host.trim(), std::process::id()),
         },
     ))
 }
@@ -181,18 +189,60 @@ fn prefetch(s: &Settings, w: &WorkerArgs) -> std::collections::BTreeMap<String, 
         .collect()
 }
 
-/// `mediafleet serve`.
+/// This process's worker id: `host:pid`.
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// The classes `w` serves, by name.
+fn class_names(s: &Settings, w: &WorkerArgs) -> anyhow::Result<Vec<String>> {
+    Ok(worker_classes(s, w)?
+        .iter()
+        .map(|(c, _)| c.to_string())
+        .collect())
+}
+
+/// `mediafleet serve`: the api, the outbox relay, workers of every class, the reaper, presence heartbeats and
+/// the scaler (its gauges on the api's `/metrics`; `ops status` and `/ops` read the same figures).
 pub async fn serve(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
     let records = crate::connect::records(&s).await?;
     let store = crate::connect::store(&s).await?;
-    let queue = crate::connect::queue_declared_with(&s, 1, prefetch(&s, &w)).await?;
+    let (queue, admin) = crate::connect::queue_and_admin_with(&s, 1, prefetch(&s, &w)).await?;
+    admin.declare(&crate::connect::standard_classes()).await?;
     let listener = bind(&s).await?;
     info!(
         listen = %s.listen, queue = queue.backend(), storage = store.backend(), data_dir = %s.data_dir.display(),
-        "mediafleet serve: api + workers + relay"
+        "mediafleet serve: api + workers + relay + scaler"
     );
     let shutdown = shutdown_on_signal();
-    let rt = runtime(&s, &w, records.clone(), store.clone(), queue.clone())?;
+    let sidecars = crate::scale::observe::start_worker_sidecars(
+        &s,
+        &class_names(&s, &w)?,
+        &worker_id(),
+        records.clone(),
+        queue.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let retention = tokio::spawn(crate::jobs::run_retention(
+        records.clone(),
+        Some(admin.clone()),
+        s.retention,
+        shutdown.clone(),
+    ));
+    let scaler =
+        crate::scale::scaler::Scaler::new(queue.clone(), admin, records.clone(), &s.scaling, &[])?;
+    let scaling = tokio::spawn(super::scale::scale_loop(
+        scaler,
+        records.clone(),
+        s.scaling.poll_interval,
+        false,
+        shutdown.clone(),
+    ));
+    let paused =
+        crate::jobs::watch_pauses(records.clone(), s.worker.pause_poll, shutdown.clone()).await;
+    let rt = runtime(&s, &w, records.clone(), store.clone(), queue.clone())?.with_pauses(paused);
     let reaper = tokio::spawn(run_reaper(
         records.clone(),
         s.worker.reaper_interval,
@@ -206,6 +256,9 @@ pub async fn serve(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
     let _ = relay.await;
     let _ = workers.await;
     let _ = reaper.await;
+    let _ = scaling.await;
+    let _ = retention.await;
+    sidecars.wait().await;
     Ok(())
 }
 
@@ -227,20 +280,15 @@ pub async fn api(s: Settings) -> anyhow::Result<()> {
 pub async fn worker(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
     let records = crate::connect::records(&s).await?;
     let store = crate::connect::store(&s).await?;
-    let queue = crate::connect::queue_declared_with(&s, 1, prefetch(&s, &w)).await?;
+    let (queue, admin) = crate::connect::queue_and_admin_with(&s, 1, prefetch(&s, &w)).await?;
+    admin.declare(&crate::connect::standard_classes()).await?;
     info!(queue = queue.backend(), storage = store.backend(), classes = ?worker_classes(&s, &w)?, "worker starting");
     let shutdown = shutdown_on_signal();
     // Scaling sidecars: /metrics on --metrics-listen, presence heartbeats, the video-gpu capability check.
-    let classes: Vec<String> = worker_classes(&s, &w)?
-        .iter()
-        .map(|(c, _)| c.to_string())
-        .collect();
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
-    let id = format!("{}:{}", host.trim(), std::process::id());
     let sidecars = crate::scale::observe::start_worker_sidecars(
         &s,
-        &classes,
-        &id,
+        &class_names(&s, &w)?,
+        &worker_id(),
         records.clone(),
         queue.clone(),
         shutdown.clone(),
@@ -252,8 +300,20 @@ pub async fn worker(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
         s.worker.requeue_stale_after,
         shutdown.clone(),
     ));
-    runtime(&s, &w, records, store, queue)?.run(shutdown).await;
+    let retention = tokio::spawn(crate::jobs::run_retention(
+        records.clone(),
+        Some(admin),
+        s.retention,
+        shutdown.clone(),
+    ));
+    let paused =
+        crate::jobs::watch_pauses(records.clone(), s.worker.pause_poll, shutdown.clone()).await;
+    runtime(&s, &w, records, store, queue)?
+        .with_pauses(paused)
+        .run(shutdown)
+        .await;
     let _ = reaper.await;
+    let _ = retention.await;
     sidecars.wait().await;
     Ok(())
 }

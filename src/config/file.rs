@@ -64,18 +64,21 @@ pub struct FileConfig {
     /// `[scaling]` and `[scaling.<class>]`.
     #[serde(default)]
     pub scaling: super::ScalingFile,
+    /// `[retention]`: how long bookkeeping rows are kept.
+    #[serde(default)]
+    pub retention: super::RetentionFile,
 }
 
 impl FileConfig {
     /// Reads and parses the file.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--config: cannot read {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, super::ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            super::ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+        })?;
         toml::from_str(&text).map_err(|e| {
-            format!(
-                "--config: {}: {}",
-                path.display(),
-                e.to_string().replace('\n', " ")
+            super::ConfigError::new(
+                "--config",
+                format!("{}: {}", path.display(), e.to_string().replace('\n', " ")),
             )
         })
     }
@@ -117,6 +120,9 @@ pub struct WorkerFile {
     /// See [`WorkerSettings::requeue_stale_after`].
     #[serde(default, with = "humantime_serde")]
     pub requeue_stale_after: Option<Duration>,
+    /// See [`WorkerSettings::pause_poll`].
+    #[serde(default, with = "humantime_serde")]
+    pub pause_poll: Option<Duration>,
     /// `false` runs media work in-process (debugging only).
     pub sandbox: Option<bool>,
     /// See [`WorkerSettings::sandbox_exe`].
@@ -157,6 +163,7 @@ impl WorkerFile {
             requeue_stale_after: self
                 .requeue_stale_after
                 .unwrap_or(Duration::from_secs(6 * 3600)),
+            pause_poll: self.pause_poll.unwrap_or(Duration::from_secs(5)),
             sandbox_child: self.sandbox.unwrap_or(true),
             sandbox_exe: self.sandbox_exe.clone(),
             sandbox_memory_bytes: self.sandbox_memory_bytes.unwrap_or(4 << 30),

@@ -6,6 +6,7 @@
 
 mod cache;
 mod file;
+mod retention;
 mod scaling;
 mod uploads;
 mod urls;
@@ -17,7 +18,29 @@ use mediafleet_proto::Profiles;
 use mediafleet_workers::Limits;
 
 pub use cache::{CacheFile, CacheSettings};
+
+/// A setting the process cannot run with: which one (a flag, an environment variable or a file's
+/// `[table] key`), and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    /// The flag or `[table] key`.
+    pub setting: String,
+    /// What is wrong with it, for people.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `setting`.
+    pub fn new(setting: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            setting: setting.into(),
+            message: message.into(),
+        }
+    }
+}
 pub use file::{FileConfig, RabbitFile, WorkerFile};
+pub use retention::{RetentionFile, RetentionSettings};
 pub use scaling::{ClassScaling, ClassScalingFile, ScalingFile, ScalingSettings};
 pub use uploads::{AuthFile, RenditionAccess, UploadSettings, UploadsFile, WebhooksFile};
 pub use urls::{CacheUrl, DbUrl, MemcachedServer, QueueUrl, StorageUrl};
@@ -94,6 +117,9 @@ pub struct WorkerSettings {
     /// before the reaper writes its job again (default 6 h: longer than any sane queue backlog, since a
     /// duplicate of a job that is merely waiting costs a second run).
     pub requeue_stale_after: Duration,
+    /// How often workers read which classes operators have paused (`ops pause`): a pause or resume takes
+    /// effect within this plus one receive wait.
+    pub pause_poll: Duration,
     /// Run media work in a child process (production) or in-process (debugging).
     pub sandbox_child: bool,
     /// The executable the sandbox runs (`mediafleet`); default: this executable.
@@ -161,11 +187,13 @@ pub struct Settings {
     pub uploads: UploadSettings,
     /// Queue-depth scaling policy per class (`[scaling]`).
     pub scaling: ScalingSettings,
+    /// How long bookkeeping rows are kept (`[retention]`).
+    pub retention: RetentionSettings,
 }
 
 impl Settings {
     /// Merges flags/env over the TOML file over the defaults.
-    pub fn resolve(args: &CommonArgs) -> Result<Settings, String> {
+    pub fn resolve(args: &CommonArgs) -> Result<Settings, ConfigError> {
         let file = match &args.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
@@ -174,7 +202,7 @@ impl Settings {
     }
 
     /// Merges already-loaded parts (used by tests).
-    pub fn merge(args: &CommonArgs, file: FileConfig) -> Result<Settings, String> {
+    pub fn merge(args: &CommonArgs, file: FileConfig) -> Result<Settings, ConfigError> {
         let pick =
             |flag: &Option<String>, file: &Option<String>| flag.clone().or_else(|| file.clone());
         let data_dir = args
@@ -182,7 +210,8 @@ impl Settings {
             .clone()
             .or(file.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from("./mediafleet-data"));
-        let data_dir = std::path::absolute(&data_dir).map_err(|e| format!("--data-dir: {e}"))?;
+        let data_dir = std::path::absolute(&data_dir)
+            .map_err(|e| ConfigError::new("--data-dir", e.to_string()))?;
         let queue = match pick(&args.queue, &file.queue) {
             Some(s) => QueueUrl::parse(&s)?,
             None => QueueUrl::Embedded,
@@ -207,8 +236,9 @@ impl Settings {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(format!(
-                "--prefix: {prefix:?} must be letters, digits, '-' or '_' (it names queues, keys and buckets)"
+            return Err(ConfigError::new(
+                "--prefix",
+                format!("{prefix:?} must be letters, digits, '-' or '_' (it names queues, keys and buckets)"),
             ));
         }
         let mut profiles = mediafleet_proto::profile::Profile::builtin();
@@ -239,6 +269,7 @@ impl Settings {
             presign_ttl: file.presign_ttl.unwrap_or(Duration::from_secs(15 * 60)),
             uploads: UploadSettings::resolve(&file.uploads, &file.auth, &file.webhooks)?,
             scaling: file.scaling.resolve(&file.worker.resolve().concurrency),
+            retention: file.retention.resolve(),
             data_dir,
         })
     }
@@ -292,6 +323,6 @@ mod tests {
             ..Default::default()
         };
         let err = Settings::merge(&args, FileConfig::default()).unwrap_err();
-        assert!(err.starts_with("--queue:"), "{err}");
+        assert_eq!(err.setting, "--queue", "{err}");
     }
 }

@@ -142,32 +142,42 @@ const MIB: u64 = 1024 * 1024;
 
 impl UploadSettings {
     /// Fills in the defaults and checks the combination.
-    pub fn resolve(u: &UploadsFile, a: &AuthFile, w: &WebhooksFile) -> Result<Self, String> {
+    pub fn resolve(
+        u: &UploadsFile,
+        a: &AuthFile,
+        w: &WebhooksFile,
+    ) -> Result<Self, super::ConfigError> {
+        use super::ConfigError;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let renditions = match a.renditions.as_deref().unwrap_or("public") {
             "public" => RenditionAccess::Public,
             "private" => RenditionAccess::Private,
             other => {
-                return Err(format!(
-                    "[auth] renditions = {other:?}: use \"public\" or \"private\""
+                return Err(ConfigError::new(
+                    "[auth] renditions",
+                    format!("{other:?}: use \"public\" or \"private\""),
                 ))
             }
         };
         let signing_secret = env("MEDIAFLEET_SIGNING_SECRET").or(a.signing_secret.clone());
         if renditions == RenditionAccess::Private && signing_secret.is_none() {
-            return Err("[auth] renditions = \"private\" needs signing_secret (or MEDIAFLEET_SIGNING_SECRET) to sign rendition URLs".into());
+            return Err(ConfigError::new(
+                "[auth] renditions",
+                "\"private\" needs signing_secret (or MEDIAFLEET_SIGNING_SECRET) to sign rendition URLs",
+            ));
         }
         let webhook_secret = env("MEDIAFLEET_WEBHOOK_SECRET").or(w.secret.clone());
         if w.url.is_some() && webhook_secret.is_none() {
-            return Err(
-                "[webhooks] url needs a secret (or MEDIAFLEET_WEBHOOK_SECRET) to sign deliveries"
-                    .into(),
-            );
+            return Err(ConfigError::new(
+                "[webhooks] url",
+                "needs a secret (or MEDIAFLEET_WEBHOOK_SECRET) to sign deliveries",
+            ));
         }
         let part_size = u.part_size.unwrap_or(16 * MIB);
         if part_size < 5 * MIB {
-            return Err(format!(
-                "[uploads] part_size = {part_size}: S3 parts must be at least 5 MiB"
+            return Err(ConfigError::new(
+                "[uploads] part_size",
+                format!("{part_size}: S3 parts must be at least 5 MiB"),
             ));
         }
         Ok(UploadSettings {

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
+use super::ConfigError;
+
 /// Where jobs go.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueueUrl {
@@ -72,13 +74,13 @@ const STORAGE_FORMS: &str = "s3://BUCKET?endpoint=…&region=…&path_style=true
 const DB_FORMS: &str = "postgres://user@host:5432/db, sqlite:///abs/file.db";
 const CACHE_FORMS: &str = "redis://host:6379/0, memcached://host:11211[,host2:11211,…], none";
 
-fn bad(flag: &str, value: &str, forms: &str, why: &str) -> String {
-    format!("{flag}: {why} {value:?}; accepted forms: {forms}")
+fn bad(flag: &str, value: &str, forms: &str, why: &str) -> ConfigError {
+    ConfigError::new(flag, format!("{why} {value:?}; accepted forms: {forms}"))
 }
 
 impl QueueUrl {
     /// Parses `--queue`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let s = s.trim();
         if s == "embedded" {
             return Ok(QueueUrl::Embedded);
@@ -94,7 +96,7 @@ impl QueueUrl {
 
 impl StorageUrl {
     /// Parses `--storage`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let s = s.trim();
         let url = Url::parse(s).map_err(|_| bad("--storage", s, STORAGE_FORMS, "not a URL:"))?;
         match url.scheme() {
@@ -128,7 +130,7 @@ impl StorageUrl {
 
 impl DbUrl {
     /// Parses `--db` (or `--db-read`).
-    pub fn parse(flag: &str, s: &str) -> Result<Self, String> {
+    pub fn parse(flag: &str, s: &str) -> Result<Self, ConfigError> {
         let s = s.trim();
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             Url::parse(s).map_err(|_| bad(flag, s, DB_FORMS, "not a URL:"))?;
@@ -160,7 +162,7 @@ impl DbUrl {
 
 impl CacheUrl {
     /// Parses `--cache`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let s = s.trim();
         if s == "none" || s.is_empty() {
             return Ok(CacheUrl::None);
@@ -178,7 +180,7 @@ impl CacheUrl {
 
 /// `host[:port],host[:port]…` after `memcached://` (an optional trailing `/` is allowed; no user, path or
 /// query: memcached has no database numbers and this client no options in the URL).
-fn parse_memcached(whole: &str, list: &str) -> Result<Vec<MemcachedServer>, String> {
+fn parse_memcached(whole: &str, list: &str) -> Result<Vec<MemcachedServer>, ConfigError> {
     let list = list.strip_suffix('/').unwrap_or(list);
     let mut out: Vec<MemcachedServer> = Vec::new();
     for part in list.split(',') {
@@ -257,6 +259,8 @@ mod tests {
             Ok(QueueUrl::Sqs(_))
         ));
         let err = QueueUrl::parse("kafka://x").unwrap_err();
+        assert_eq!(err.setting, "--queue");
+        let err = err.to_string();
         assert!(err.starts_with("--queue:") && err.contains("amqp://") && !err.contains('\n'));
     }
 
@@ -272,6 +276,7 @@ mod tests {
         ));
         assert!(StorageUrl::parse("s3://b")
             .unwrap_err()
+            .to_string()
             .starts_with("--storage:"));
         assert!(StorageUrl::parse("ftp://x").is_err());
         assert_eq!(
@@ -281,6 +286,7 @@ mod tests {
         assert!(DbUrl::parse("--db", "sqlite://rel.db").is_err());
         assert!(DbUrl::parse("--db", "mysql://x")
             .unwrap_err()
+            .to_string()
             .starts_with("--db:"));
         assert_eq!(CacheUrl::parse("none"), Ok(CacheUrl::None));
         assert!(CacheUrl::parse("memcache://x").is_err());
@@ -315,7 +321,7 @@ mod tests {
             "memcached://a:1/0",
             "memcached://::1",
         ] {
-            let err = CacheUrl::parse(bad).unwrap_err();
+            let err = CacheUrl::parse(bad).unwrap_err().to_string();
             assert!(
                 err.starts_with("--cache:") && err.contains("memcached://") && !err.contains('\n'),
                 "{bad}: {err}"

@@ -1,5 +1,6 @@
 //! Job attempts: one row per (job, attempt), so an operator can see every try of a media.
 
+use super::bind::BindExt;
 use super::{now_ms, DbError, Records};
 
 /// One attempt, as recorded.
@@ -45,13 +46,13 @@ impl Records {
              worker = excluded.worker, started_at = excluded.started_at, finished_at = NULL, outcome = NULL, \
              class = excluded.class",
         )
-        .bind(job_id)
-        .bind(i64::from(attempt))
-        .bind(media_id)
-        .bind(kind)
-        .bind(worker)
-        .bind(now_ms())
-        .bind(class)
+        .arg(job_id)
+        .arg(i64::from(attempt))
+        .arg(media_id)
+        .arg(kind)
+        .arg(worker)
+        .arg(now_ms())
+        .arg(class)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -69,12 +70,12 @@ impl Records {
             "UPDATE job_attempts SET finished_at = $3, outcome = $4, error_code = $5, error_message = $6 \
              WHERE job_id = $1 AND attempt = $2",
         )
-        .bind(job_id)
-        .bind(i64::from(attempt))
-        .bind(now_ms())
-        .bind(outcome)
-        .bind(error.map(|e| e.0))
-        .bind(error.map(|e| e.1))
+        .arg(job_id)
+        .arg(i64::from(attempt))
+        .arg(now_ms())
+        .arg(outcome)
+        .arg(error.map(|e| e.0))
+        .arg(error.map(|e| e.1))
         .execute(&self.write)
         .await?;
         Ok(())
@@ -91,7 +92,7 @@ impl Records {
             "SELECT class, kind, COUNT(*) FROM job_attempts WHERE finished_at IS NULL AND started_at >= $1 \
              GROUP BY class, kind",
         )
-        .bind(since_ms)
+        .arg(since_ms)
         .fetch_all(&self.read)
         .await?)
     }
@@ -112,7 +113,7 @@ impl Records {
             "SELECT job_id, attempt, media_id, kind, worker, started_at, finished_at, outcome, error_code, \
              error_message FROM job_attempts WHERE media_id = $1 ORDER BY started_at, attempt",
         )
-        .bind(media_id)
+        .arg(media_id)
         .fetch_all(&self.read)
         .await?)
     }

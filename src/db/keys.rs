@@ -2,6 +2,7 @@
 //! enough (a slow password hash protects low-entropy secrets, which these are not) and lookups stay one
 //! indexed read.
 
+use super::bind::BindExt;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -58,11 +59,11 @@ impl Records {
         sqlx::query(
             "INSERT INTO api_keys (id, name, hash, hint, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&key.id)
-        .bind(&key.name)
-        .bind(hash_key(&secret))
-        .bind(&key.hint)
-        .bind(key.created_at)
+        .arg(&key.id)
+        .arg(&key.name)
+        .arg(hash_key(&secret))
+        .arg(&key.hint)
+        .arg(key.created_at)
         .execute(&self.write)
         .await?;
         Ok((key, secret))
@@ -87,8 +88,8 @@ impl Records {
         Ok(sqlx::query(
             "UPDATE api_keys SET revoked_at = $2 WHERE (id = $1 OR name = $1) AND revoked_at IS NULL",
         )
-        .bind(id_or_name)
-        .bind(now_ms())
+        .arg(id_or_name)
+        .arg(now_ms())
         .execute(&self.write)
         .await?
         .rows_affected())
@@ -100,7 +101,7 @@ impl Records {
             "SELECT id, name, hint, created_at, last_used_at, revoked_at FROM api_keys \
              WHERE hash = $1 AND revoked_at IS NULL",
         )
-        .bind(hash_key(secret))
+        .arg(hash_key(secret))
         // The primary, so a revocation takes effect at once even with a lagging replica.
         .fetch_optional(&self.write)
         .await?;
@@ -110,8 +111,8 @@ impl Records {
             let now = now_ms();
             if k.last_used_at.is_none_or(|t| now - t > 60_000) {
                 let _ = sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
-                    .bind(&k.id)
-                    .bind(now)
+                    .arg(&k.id)
+                    .arg(now)
                     .execute(&self.write)
                     .await;
             }

@@ -1,5 +1,7 @@
 //! Media and rendition rows.
 
+use super::bind::BindExt;
+use mediafleet_proto::{MediaKind, MediaStatus};
 use sqlx::Row;
 
 use super::outbox::{insert_outbox, OutboxJob};
@@ -10,10 +12,12 @@ use super::{bind, now_ms, DbError, Records};
 pub struct MediaRow {
     /// UUID (v7, so ids sort by creation time).
     pub id: String,
-    /// `image`, `video` or `audio`.
-    pub kind: String,
-    /// See `MediaStatus`.
-    pub status: String,
+    /// What the original is.
+    #[sqlx(try_from = "String")]
+    pub kind: MediaKind,
+    /// Where it is in its lifecycle (a name the DB holds that is not a status is a decode error).
+    #[sqlx(try_from = "String")]
+    pub status: MediaStatus,
     /// Profile name.
     pub profile: String,
     /// Failure code, when failed.
@@ -112,16 +116,16 @@ impl Records {
              VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, '{}', 0, 1, $10, $10) \
              ON CONFLICT (id) DO NOTHING",
         )
-        .bind(&m.id)
-        .bind(&m.kind)
-        .bind(&m.profile)
-        .bind(&m.source_key)
-        .bind(&m.filename)
-        .bind(&m.content_type)
-        .bind(m.bytes)
-        .bind(&m.sha256)
-        .bind(&m.external_id)
-        .bind(now)
+        .arg(&m.id)
+        .arg(&m.kind)
+        .arg(&m.profile)
+        .arg(&m.source_key)
+        .arg(&m.filename)
+        .arg(&m.content_type)
+        .arg(m.bytes)
+        .arg(&m.sha256)
+        .arg(&m.external_id)
+        .arg(now)
         .execute(&self.write)
         .await?;
         self.media_from(&self.write, &m.id)
@@ -146,7 +150,7 @@ impl Records {
     ) -> Result<Option<MediaRow>, DbError> {
         let sql = format!("SELECT {COLS} FROM media WHERE id = $1");
         Ok(sqlx::query_as::<_, MediaRow>(&sql)
-            .bind(id)
+            .arg(id)
             .fetch_optional(pool)
             .await?)
     }
@@ -157,7 +161,7 @@ impl Records {
             "SELECT media_id, name, key, content_type, width, height, bytes, duration_seconds, sha256 \
              FROM renditions WHERE media_id = $1 ORDER BY name",
         )
-        .bind(media_id)
+        .arg(media_id)
         .fetch_all(&self.read)
         .await?)
     }
@@ -184,9 +188,9 @@ impl Records {
              WHERE id = $1 AND status IN ('queued', 'processing'){guard} RETURNING {COLS}"
         );
         Ok(sqlx::query_as::<_, MediaRow>(&sql)
-            .bind(id)
-            .bind(deadline_ms)
-            .bind(now_ms())
+            .arg(id)
+            .arg(deadline_ms)
+            .arg(now_ms())
             .fetch_optional(&self.write)
             .await?)
     }
@@ -207,11 +211,11 @@ impl Records {
              error_code = NULL, error_message = NULL, processing_deadline = NULL, stage = NULL, version = version + 1, \
              updated_at = $5 WHERE id = $1 AND status = 'processing'",
         )
-        .bind(id)
-        .bind(metadata.to_string())
-        .bind(blurhash)
-        .bind(thumbhash)
-        .bind(now_ms())
+        .arg(id)
+        .arg(metadata.to_string())
+        .arg(blurhash)
+        .arg(thumbhash)
+        .arg(now_ms())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -220,7 +224,7 @@ impl Records {
             return Ok(false);
         }
         sqlx::query("DELETE FROM renditions WHERE media_id = $1")
-            .bind(id)
+            .arg(id)
             .execute(&mut *tx)
             .await?;
         for r in renditions {
@@ -236,7 +240,7 @@ impl Records {
             "SELECT media_id, name, key, content_type, width, height, bytes, duration_seconds, sha256 \
              FROM renditions WHERE media_id = $1 ORDER BY name",
         )
-        .bind(media_id)
+        .arg(media_id)
         .fetch_all(&self.write)
         .await?)
     }
@@ -247,8 +251,8 @@ impl Records {
         sqlx::query(
             "UPDATE media SET progress = $2 WHERE id = $1 AND status = 'processing' AND progress < $2",
         )
-        .bind(id)
-        .bind(progress)
+        .arg(id)
+        .arg(progress)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -278,11 +282,11 @@ impl Records {
              stage = 'transcode', version = version + 1, updated_at = $5 \
              WHERE id = $1 AND status = 'processing' AND stage IS NULL",
         )
-        .bind(id)
-        .bind(metadata.to_string())
-        .bind(blurhash)
-        .bind(thumbhash)
-        .bind(now_ms())
+        .arg(id)
+        .arg(metadata.to_string())
+        .arg(blurhash)
+        .arg(thumbhash)
+        .arg(now_ms())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -305,10 +309,10 @@ impl Records {
              processing_deadline = NULL, stage = NULL, version = version + 1, updated_at = $4 \
              WHERE id = $1 AND status IN ('uploading', 'queued', 'processing')",
         )
-        .bind(id)
-        .bind(code)
-        .bind(message)
-        .bind(now_ms())
+        .arg(id)
+        .arg(code)
+        .arg(message)
+        .arg(now_ms())
         .execute(&self.write)
         .await?
         .rows_affected();
@@ -318,7 +322,7 @@ impl Records {
     /// Removes a media row that never got a job (used when the publish after an upload fails).
     pub async fn forget_queued(&self, id: &str) -> Result<(), DbError> {
         sqlx::query("DELETE FROM media WHERE id = $1 AND status = 'queued'")
-            .bind(id)
+            .arg(id)
             .execute(&self.write)
             .await?;
         Ok(())
@@ -343,8 +347,8 @@ impl Records {
                              AND o.parked_at IS NULL) \
              ORDER BY m.updated_at LIMIT $2",
         )
-        .bind(cutoff)
-        .bind(limit)
+        .arg(cutoff)
+        .arg(limit)
         .fetch_all(&self.write)
         .await?;
         let mut out = Vec::new();
@@ -359,23 +363,15 @@ impl Records {
                     .unwrap_or(mediafleet_proto::MediaKind::Image);
                 OutboxJob::media_process(uuid, &source_key, &profile, kind)
             };
-            let mut tx = self.write.begin().await?;
             // Guarded on `updated_at`: a job that moved the media meanwhile wins, and two reapers write once.
-            let n =
+            let update =
                 sqlx::query("UPDATE media SET updated_at = $3 WHERE id = $1 AND updated_at = $2")
-                    .bind(&id)
-                    .bind(updated_at)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            if n == 0 {
-                tx.rollback().await?;
-                continue;
+                    .arg(&id)
+                    .arg(updated_at)
+                    .arg(now);
+            if self.update_with_job(update, Some(&job)).await? {
+                out.push(id);
             }
-            insert_outbox(&mut tx, &job).await?;
-            tx.commit().await?;
-            out.push(id);
         }
         Ok(out)
     }
@@ -388,7 +384,7 @@ impl Records {
             "UPDATE media SET processing_deadline = processing_deadline + $1 \
              WHERE status = 'processing' AND processing_deadline IS NOT NULL",
         )
-        .bind(by)
+        .arg(by)
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected())
@@ -403,7 +399,7 @@ impl Records {
              processing_deadline = NULL, stage = NULL, version = version + 1, updated_at = $1 \
              WHERE status = 'processing' AND processing_deadline < $1 RETURNING id",
         )
-        .bind(now)
+        .arg(now)
         .fetch_all(&self.write)
         .await?;
         rows.iter()
@@ -426,15 +422,15 @@ async fn upsert_rendition(
          content_type = excluded.content_type, width = excluded.width, height = excluded.height, \
          bytes = excluded.bytes, duration_seconds = excluded.duration_seconds, sha256 = excluded.sha256",
     )
-    .bind(media_id)
-    .bind(&r.name)
-    .bind(&r.key)
-    .bind(&r.content_type)
-    .bind(r.width)
-    .bind(r.height)
-    .bind(r.bytes)
-    .bind(bind::nullable_double(r.duration_seconds))
-    .bind(&r.sha256)
+    .arg(media_id)
+    .arg(&r.name)
+    .arg(&r.key)
+    .arg(&r.content_type)
+    .arg(r.width)
+    .arg(r.height)
+    .arg(r.bytes)
+    .arg(bind::nullable_double(r.duration_seconds))
+    .arg(&r.sha256)
     .execute(&mut **tx)
     .await?;
     Ok(())

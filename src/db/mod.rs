@@ -5,12 +5,15 @@
 //! update (status may only move forward; `version` grows with every change).
 
 mod attempts;
-mod bind;
+pub(crate) mod bind;
 mod keys;
 mod media;
 mod objects;
+mod ops;
 mod outbox;
 mod reprocess;
+mod retention;
+mod steer;
 mod uploads;
 mod work;
 
@@ -23,7 +26,10 @@ pub use attempts::Attempt;
 pub use keys::{hash_key, ApiKey};
 pub use media::{MediaRow, NewMedia, RenditionRow};
 pub use objects::{ScopePage, WarmScope};
+pub use ops::{FailedCursor, FailedFilter, FailedMedia};
 pub use outbox::{OutboxJob, OutboxRow};
+pub use retention::Purged;
+pub use steer::{cli_actor, AuditEntry, Pause};
 pub use uploads::{IdempotencyClaim, Inserted, UploadExtra};
 pub use work::{KnownWork, MediaRate};
 

@@ -1,6 +1,7 @@
 //! Reads for assembling media objects into the cache: one media from the primary (warm jobs must not act on
 //! a lagging replica), and pages of media with their renditions for `ops warm`.
 
+use super::bind::BindExt;
 use std::collections::HashMap;
 
 use super::media::COLS;
@@ -41,13 +42,24 @@ impl Records {
         let sql =
             format!("SELECT {RENDITION_COLS} FROM renditions WHERE media_id = $1 ORDER BY name");
         let renditions = sqlx::query_as::<_, RenditionRow>(&sql)
-            .bind(id)
+            .arg(id)
             .fetch_all(&self.write)
             .await?;
         Ok(Some((row, renditions)))
     }
 
     /// How many media a scope covers (for progress).
+    /// How many media with `external_id` are in each status, as (status, count). Answered from an index,
+    /// without assembling any media: for callers that wait for a batch to end (`bench fleet`).
+    pub async fn status_counts(&self, external_id: &str) -> Result<Vec<(String, i64)>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT status, COUNT(*) FROM media WHERE external_id = $1 GROUP BY status",
+        )
+        .arg(external_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     pub async fn count_scope(&self, scope: &WarmScope) -> Result<u64, DbError> {
         let n: i64 = match scope {
             WarmScope::All => {
@@ -57,7 +69,7 @@ impl Records {
             }
             WarmScope::Since(ms) => {
                 sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE updated_at >= $1")
-                    .bind(ms)
+                    .arg(ms)
                     .fetch_one(&self.write)
                     .await?
             }
@@ -82,8 +94,8 @@ impl Records {
             WarmScope::All => {
                 let sql = format!("SELECT {COLS} FROM media WHERE id > $1 ORDER BY id LIMIT $2");
                 sqlx::query_as(&sql)
-                    .bind(after_s)
-                    .bind(limit_i)
+                    .arg(after_s)
+                    .arg(limit_i)
                     .fetch_all(&self.write)
                     .await?
             }
@@ -92,9 +104,9 @@ impl Records {
                     "SELECT {COLS} FROM media WHERE id > $1 AND updated_at >= $2 ORDER BY id LIMIT $3"
                 );
                 sqlx::query_as(&sql)
-                    .bind(after_s)
-                    .bind(ms)
-                    .bind(limit_i)
+                    .arg(after_s)
+                    .arg(ms)
+                    .arg(limit_i)
                     .fetch_all(&self.write)
                     .await?
             }
@@ -134,7 +146,7 @@ impl Records {
         );
         let mut q = sqlx::query_as::<_, MediaRow>(&sql);
         for id in ids {
-            q = q.bind(id.as_str());
+            q = q.arg(id.as_str());
         }
         let rows = q.fetch_all(&self.write).await?;
         Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
@@ -154,7 +166,7 @@ impl Records {
         );
         let mut q = sqlx::query_as::<_, RenditionRow>(&sql);
         for id in ids {
-            q = q.bind(id.as_str());
+            q = q.arg(id.as_str());
         }
         for r in q.fetch_all(&self.write).await? {
             out.entry(r.media_id.clone()).or_default().push(r);

@@ -7,9 +7,12 @@
 //! rows back when the lease ends. A publish that succeeded but was not marked sent is published again: jobs are
 //! idempotent, so the effect happens once.
 
+use super::bind::BindExt;
 use std::time::Duration;
 
-use sqlx::{AnyConnection, Row};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, Row};
 
 use super::{now_ms, DbError, Records};
 
@@ -41,11 +44,12 @@ impl OutboxJob {
     /// A `media.process` job for a media of `kind`: images on `image`; videos start on `image` with their
     /// short `poster` stage (which enqueues the long `transcode` stage on `video`); audio on `video`.
     pub fn media_process(
-        id: uuid::Uuid,
+        id: impl Into<mediafleet_proto::MediaId>,
         source_key: &str,
         profile: &str,
         kind: mediafleet_proto::MediaKind,
     ) -> Self {
+        let id: mediafleet_proto::MediaId = id.into();
         use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, JobKind, MediaKind, Stage};
         let stage = (kind == MediaKind::Video).then_some(Stage::Poster);
         let env = Envelope::new(
@@ -71,7 +75,12 @@ impl OutboxJob {
     }
 
     /// The long `transcode` stage of a video, on `video` (written by the poster stage when it hands over).
-    pub fn transcode(id: uuid::Uuid, source_key: &str, profile: &str) -> Self {
+    pub fn transcode(
+        id: impl Into<mediafleet_proto::MediaId>,
+        source_key: &str,
+        profile: &str,
+    ) -> Self {
+        let id: mediafleet_proto::MediaId = id.into();
         use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, Stage};
         let env = Envelope::new(
             id,
@@ -114,17 +123,37 @@ pub async fn insert_outbox(conn: &mut AnyConnection, job: &OutboxJob) -> Result<
         "INSERT INTO outbox (id, class, body, media_id, attempts, available_at, claimed_until, created_at) \
          VALUES ($1, $2, $3, $4, 0, $5, 0, $5)",
     )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(&job.class)
-    .bind(String::from_utf8_lossy(&job.body).into_owned())
-    .bind(&job.media_id)
-    .bind(now)
+    .arg(uuid::Uuid::now_v7().to_string())
+    .arg(&job.class)
+    .arg(String::from_utf8_lossy(&job.body).into_owned())
+    .arg(&job.media_id)
+    .arg(now)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
 impl Records {
+    /// A guarded transition and the job it implies, in one transaction: `update` runs first; when its guard
+    /// matches no row nothing is written and the answer is false, otherwise `job` (where there is one) goes
+    /// to the outbox with it, so the state change and its announcement are never apart.
+    pub(super) async fn update_with_job<'q>(
+        &self,
+        update: Query<'q, Any, AnyArguments<'q>>,
+        job: Option<&OutboxJob>,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.write.begin().await?;
+        if update.execute(&mut *tx).await?.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(job) = job {
+            insert_outbox(&mut tx, job).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Whether the write pool is Postgres (which has `SKIP LOCKED`).
     pub fn is_postgres(&self) -> bool {
         self.postgres
@@ -156,9 +185,9 @@ impl Records {
              RETURNING id, class, body, attempts"
         );
         let rows = sqlx::query(&sql)
-            .bind(now + ms(lease))
-            .bind(now)
-            .bind(limit)
+            .arg(now + ms(lease))
+            .arg(now)
+            .arg(limit)
             .fetch_all(&self.write)
             .await?;
         rows.iter()
@@ -177,8 +206,8 @@ impl Records {
     /// The broker confirmed the row: it will not be published again.
     pub async fn mark_sent(&self, id: &str) -> Result<(), DbError> {
         sqlx::query("UPDATE outbox SET sent_at = $2, last_error = NULL WHERE id = $1")
-            .bind(id)
-            .bind(now_ms())
+            .arg(id)
+            .arg(now_ms())
             .execute(&self.write)
             .await?;
         Ok(())
@@ -194,9 +223,9 @@ impl Records {
         sqlx::query(
             "UPDATE outbox SET claimed_until = 0, available_at = $2, last_error = $3 WHERE id = $1",
         )
-        .bind(id)
-        .bind(now_ms() + ms(delay))
-        .bind(error)
+        .arg(id)
+        .arg(now_ms() + ms(delay))
+        .arg(error)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -208,9 +237,9 @@ impl Records {
         sqlx::query(
             "UPDATE outbox SET claimed_until = 0, parked_at = $2, last_error = $3 WHERE id = $1",
         )
-        .bind(id)
-        .bind(now_ms())
-        .bind(error)
+        .arg(id)
+        .arg(now_ms())
+        .arg(error)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -225,7 +254,7 @@ impl Records {
             "SELECT id, class, media_id, last_error FROM outbox WHERE parked_at IS NOT NULL \
              ORDER BY parked_at LIMIT $1",
         )
-        .bind(limit)
+        .arg(limit)
         .fetch_all(&self.write)
         .await?)
     }
@@ -234,11 +263,21 @@ impl Records {
     pub async fn purge_sent(&self, age: Duration) -> Result<u64, DbError> {
         Ok(
             sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
-                .bind(now_ms() - ms(age))
+                .arg(now_ms() - ms(age))
                 .execute(&self.write)
                 .await?
                 .rows_affected(),
         )
+    }
+
+    /// When the oldest row still waiting to be sent was written (unix ms), parked ones aside; `None` when
+    /// nothing waits. One statement for both backends: `MIN` over no rows is NULL on Postgres and SQLite.
+    pub async fn oldest_unsent_outbox_ms(&self) -> Result<Option<i64>, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(created_at) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL",
+        )
+        .fetch_one(&self.write)
+        .await?)
     }
 
     /// Rows waiting to be sent, parked ones not counted (for status and tests).

@@ -3,6 +3,7 @@
 //! change and the job's outbox row are one transaction, like an upload's, so an accepted request is always
 //! processed. The old rendition rows stay until the new ones are ready, so readers are served throughout.
 
+use super::bind::BindExt;
 use super::media::COLS;
 use super::outbox::{insert_outbox, OutboxJob};
 use super::{now_ms, DbError, MediaRow, Records};
@@ -24,10 +25,10 @@ impl Records {
              WHERE id = $1 AND version = $2 AND status IN ('ready', 'failed') RETURNING {COLS}"
         );
         let row = sqlx::query_as::<_, MediaRow>(&sql)
-            .bind(&before.id)
-            .bind(before.version)
-            .bind(profile)
-            .bind(now_ms())
+            .arg(&before.id)
+            .arg(before.version)
+            .arg(profile)
+            .arg(now_ms())
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {

@@ -4,6 +4,7 @@
 //! one, a media that reached `ready` or `failed`) writes the job into the outbox in the same transaction, so
 //! a crash can never keep the change and lose the job.
 
+use super::bind::BindExt;
 use sqlx::Row;
 
 use super::outbox::{insert_outbox, OutboxJob};
@@ -59,8 +60,8 @@ impl Records {
         let row = sqlx::query(
             "SELECT media_id, fingerprint FROM idempotency WHERE scope = $1 AND key = $2",
         )
-        .bind(scope)
-        .bind(key)
+        .arg(scope)
+        .arg(key)
         .fetch_optional(&self.write)
         .await?;
         row.map(|r| Ok((r.try_get("media_id")?, r.try_get("fingerprint")?)))
@@ -83,11 +84,11 @@ impl Records {
                 "INSERT INTO idempotency (scope, key, fingerprint, media_id, created_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, key) DO NOTHING",
             )
-            .bind(&c.scope)
-            .bind(&c.key)
-            .bind(&c.fingerprint)
-            .bind(&m.id)
-            .bind(now)
+            .arg(&c.scope)
+            .arg(&c.key)
+            .arg(&c.fingerprint)
+            .arg(&m.id)
+            .arg(now)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -109,20 +110,20 @@ impl Records {
              upload_expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '{}', 0, 1, $11, $11, $12, $13, $14)",
         )
-        .bind(&m.id)
-        .bind(&m.kind)
-        .bind(extra.status)
-        .bind(&m.profile)
-        .bind(&m.source_key)
-        .bind(&m.filename)
-        .bind(&m.content_type)
-        .bind(m.bytes)
-        .bind(&m.sha256)
-        .bind(&m.external_id)
-        .bind(now)
-        .bind(&extra.callback_url)
-        .bind(&extra.upload_id)
-        .bind(extra.upload_expires_at)
+        .arg(&m.id)
+        .arg(&m.kind)
+        .arg(extra.status)
+        .arg(&m.profile)
+        .arg(&m.source_key)
+        .arg(&m.filename)
+        .arg(&m.content_type)
+        .arg(m.bytes)
+        .arg(&m.sha256)
+        .arg(&m.external_id)
+        .arg(now)
+        .arg(&extra.callback_url)
+        .arg(&extra.upload_id)
+        .arg(extra.upload_expires_at)
         .execute(&mut *tx)
         .await?;
         if let Some(job) = job {
@@ -142,7 +143,7 @@ impl Records {
         id: &str,
     ) -> Result<Option<(Option<String>, Option<i64>)>, DbError> {
         let row = sqlx::query("SELECT upload_id, upload_completed_at FROM media WHERE id = $1")
-            .bind(id)
+            .arg(id)
             .fetch_optional(&self.write)
             .await?;
         row.map(|r| Ok((r.try_get("upload_id")?, r.try_get("upload_completed_at")?)))
@@ -158,24 +159,14 @@ impl Records {
         etag: Option<&str>,
         job: &OutboxJob,
     ) -> Result<bool, DbError> {
-        let mut tx = self.write.begin().await?;
-        let n = sqlx::query(
+        let update = sqlx::query(
             "UPDATE media SET upload_completed_at = $2, source_etag = $3, version = version + 1, \
              updated_at = $2 WHERE id = $1 AND status = 'uploading' AND upload_completed_at IS NULL",
         )
-        .bind(id)
-        .bind(now_ms())
-        .bind(etag)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        insert_outbox(&mut tx, job).await?;
-        tx.commit().await?;
-        Ok(true)
+        .arg(id)
+        .arg(now_ms())
+        .arg(etag);
+        self.update_with_job(update, Some(job)).await
     }
 
     /// `uploading → queued` after validation, with the sniffed kind and type, and the processing job.
@@ -188,27 +179,17 @@ impl Records {
         bytes: i64,
         job: &OutboxJob,
     ) -> Result<bool, DbError> {
-        let mut tx = self.write.begin().await?;
-        let n = sqlx::query(
+        let update = sqlx::query(
             "UPDATE media SET status = 'queued', kind = $2, content_type = $3, bytes = $4, \
              upload_expires_at = NULL, version = version + 1, updated_at = $5 \
              WHERE id = $1 AND status = 'uploading'",
         )
-        .bind(id)
-        .bind(kind)
-        .bind(content_type)
-        .bind(bytes)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        insert_outbox(&mut tx, job).await?;
-        tx.commit().await?;
-        Ok(true)
+        .arg(id)
+        .arg(kind)
+        .arg(content_type)
+        .arg(bytes)
+        .arg(now_ms());
+        self.update_with_job(update, Some(job)).await
     }
 
     /// Media that reached `ready` or `failed` since their last announcement: (id, status, version,
@@ -222,7 +203,7 @@ impl Records {
              WHERE notified_version < version AND status IN ('ready', 'failed') \
              ORDER BY updated_at LIMIT $1",
         )
-        .bind(limit)
+        .arg(limit)
         .fetch_all(&self.write)
         .await?)
     }
@@ -235,24 +216,12 @@ impl Records {
         version: i64,
         job: Option<&OutboxJob>,
     ) -> Result<bool, DbError> {
-        let mut tx = self.write.begin().await?;
-        let n = sqlx::query(
+        let update = sqlx::query(
             "UPDATE media SET notified_version = $2 WHERE id = $1 AND notified_version < $2",
         )
-        .bind(id)
-        .bind(version)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        if let Some(job) = job {
-            insert_outbox(&mut tx, job).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        .arg(id)
+        .arg(version);
+        self.update_with_job(update, job).await
     }
 
     /// Direct uploads to expire: never completed and past their expiry, or already expired by an earlier sweep
@@ -267,8 +236,8 @@ impl Records {
              WHERE upload_expires_at IS NOT NULL AND ((status = 'uploading' AND upload_completed_at IS NULL \
              AND upload_expires_at < $1) OR status = 'deleted') ORDER BY upload_expires_at LIMIT $2",
         )
-        .bind(now_ms())
-        .bind(limit)
+        .arg(now_ms())
+        .arg(limit)
         .fetch_all(&self.write)
         .await?)
     }
@@ -283,9 +252,9 @@ impl Records {
              WHERE id = $1 AND status = 'uploading' AND upload_completed_at IS NULL \
              AND upload_expires_at < $3",
         )
-        .bind(id)
-        .bind(reason)
-        .bind(now_ms())
+        .arg(id)
+        .arg(reason)
+        .arg(now_ms())
         .execute(&self.write)
         .await?
         .rows_affected();
@@ -295,7 +264,7 @@ impl Records {
         let pending: Option<(String,)> = sqlx::query_as(
             "SELECT status FROM media WHERE id = $1 AND status = 'deleted' AND upload_expires_at IS NOT NULL",
         )
-        .bind(id)
+        .arg(id)
         .fetch_optional(&self.write)
         .await?;
         Ok(pending.is_some())
@@ -306,7 +275,7 @@ impl Records {
         sqlx::query(
             "UPDATE media SET upload_expires_at = NULL WHERE id = $1 AND status = 'deleted'",
         )
-        .bind(id)
+        .arg(id)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -327,15 +296,15 @@ impl Records {
              processing_deadline = NULL, upload_expires_at = NULL, version = version + 1, updated_at = $3 \
              WHERE id = $1 AND status <> 'deleted'",
         )
-        .bind(id)
-        .bind(reason)
-        .bind(now_ms())
+        .arg(id)
+        .arg(reason)
+        .arg(now_ms())
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if n > 0 {
             sqlx::query("DELETE FROM renditions WHERE media_id = $1")
-                .bind(id)
+                .arg(id)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -357,10 +326,10 @@ impl Records {
              ORDER BY id DESC LIMIT $4"
         );
         Ok(sqlx::query_as::<_, MediaRow>(&sql)
-            .bind(status)
-            .bind(external_id)
-            .bind(cursor)
-            .bind(limit)
+            .arg(status)
+            .arg(external_id)
+            .arg(cursor)
+            .arg(limit)
             .fetch_all(&self.read)
             .await?)
     }

@@ -2,6 +2,7 @@
 //! and the measured seconds of work per media-second per class and profile. The scaler sums these instead of
 //! counting a two-hour transcode like a ten-second clip.
 
+use super::bind::BindExt;
 use sqlx::Row;
 
 use super::{now_ms, DbError, Records};
@@ -47,11 +48,11 @@ impl Records {
             "INSERT INTO queued_work (job_id, class, profile, media_seconds, enqueued_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id) DO NOTHING",
         )
-        .bind(job_id)
-        .bind(class)
-        .bind(profile)
-        .bind(media_seconds)
-        .bind(now_ms())
+        .arg(job_id)
+        .arg(class)
+        .arg(profile)
+        .arg(media_seconds)
+        .arg(now_ms())
         .execute(&self.write)
         .await?;
         Ok(())
@@ -60,8 +61,8 @@ impl Records {
     /// Marks a noted job as started.
     pub async fn start_queued_work(&self, job_id: &str) -> Result<(), DbError> {
         sqlx::query("UPDATE queued_work SET started_at = $2 WHERE job_id = $1")
-            .bind(job_id)
-            .bind(now_ms())
+            .arg(job_id)
+            .arg(now_ms())
             .execute(&self.write)
             .await?;
         Ok(())
@@ -72,7 +73,7 @@ impl Records {
         let row = sqlx::query(
             "DELETE FROM queued_work WHERE job_id = $1 RETURNING profile, media_seconds",
         )
-        .bind(job_id)
+        .arg(job_id)
         .fetch_optional(&self.write)
         .await?;
         Ok(row.map(|r| (r.get::<String, _>(0), r.get::<f64, _>(1))))
@@ -88,7 +89,7 @@ impl Records {
                SUM(CASE WHEN started_at IS NULL THEN 0 ELSE 1 END) AS running_jobs \
              FROM queued_work WHERE enqueued_at >= $1 GROUP BY class, profile",
         )
-        .bind(since_ms)
+        .arg(since_ms)
         .fetch_all(&self.read)
         .await?;
         Ok(rows
@@ -112,7 +113,7 @@ impl Records {
             "SELECT class, profile, media_seconds, started_at FROM queued_work \
              WHERE started_at IS NOT NULL AND enqueued_at >= $1",
         )
-        .bind(since_ms)
+        .arg(since_ms)
         .fetch_all(&self.read)
         .await?)
     }
@@ -131,11 +132,11 @@ impl Records {
                ewma_seconds = media_cost_rates.ewma_seconds + $5 * ($3 - media_cost_rates.ewma_seconds), \
                samples = media_cost_rates.samples + 1, updated_at = $4",
         )
-        .bind(class)
-        .bind(profile)
-        .bind(seconds_per_media_second)
-        .bind(now_ms())
-        .bind(alpha)
+        .arg(class)
+        .arg(profile)
+        .arg(seconds_per_media_second)
+        .arg(now_ms())
+        .arg(alpha)
         .execute(&self.write)
         .await?;
         Ok(())

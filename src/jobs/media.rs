@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mediafleet_proto::envelope::MediaProcess;
-use mediafleet_proto::{Envelope, ErrorCode, MediaKind, Profile, Stage};
+use mediafleet_proto::{Envelope, ErrorCode, MediaKind, MediaStatus, Profile, Stage};
 use mediafleet_proto::{HLS, MP4_720, POSTER};
 use mediafleet_workers::MediaError;
 use tracing::{info, warn};
@@ -66,6 +66,14 @@ fn part(kind: MediaKind, stage: Option<Stage>, profile: &Profile) -> Part {
     }
 }
 
+/// The longest wall-clock limit a `media.process` job can get: a transcode of the longest media allowed.
+pub fn longest_media_job(ctx: &JobContext) -> Duration {
+    ctx.job_timeout
+        + Duration::from_secs_f64(
+            ctx.limits.video_seconds.max(0.0) * TRANSCODE_SECONDS_PER_MEDIA_SECOND,
+        )
+}
+
 /// The job's wall-clock limit: the configured one, plus [`TRANSCODE_SECONDS_PER_MEDIA_SECOND`] per second of
 /// media for the stages that encode (the duration comes from the probe of an earlier stage, or the row).
 fn timeout(ctx: &JobContext, kind: MediaKind, stage: Option<Stage>, metadata: &str) -> Duration {
@@ -92,7 +100,7 @@ pub(super) async fn process(
         info!(media_id = %id, "media is gone; nothing to do");
         return Ok(Done::Skipped);
     };
-    let kind = MediaKind::parse(&before.kind).unwrap_or(MediaKind::Image);
+    let kind = before.kind;
     let limit = timeout(ctx, kind, job.stage, &before.metadata);
     // The deadline after which the reaper calls this media stuck: twice the job's own limit.
     let deadline = now_ms() + 2 * i64::try_from(limit.as_millis()).unwrap_or(i64::MAX / 4);
@@ -267,7 +275,7 @@ pub(super) async fn process(
 /// byte from the one that won). Failures only leak objects, so they are logged, not returned.
 async fn discard_unserved(ctx: &JobContext, id: &str, rows: &[crate::db::RenditionRow]) {
     let deleted = match ctx.records.media_primary(id).await {
-        Ok(Some(m)) => m.status == "deleted",
+        Ok(Some(m)) => m.status == MediaStatus::Deleted,
         Ok(None) => true,
         Err(e) => {
             warn!(media_id = %id, error = %e, "cannot tell whether the media was deleted; leaving its objects");

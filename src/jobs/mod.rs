@@ -1,9 +1,15 @@
-//! What each job kind does. A job returns `Ok` or a [`JobError`] whose variant carries the retry intent;
-//! the runtime maps it to ack, retry or dead-letter.
+//! What each job kind does, and the media rules around them. A job returns `Ok` or a [`JobError`] whose
+//! variant carries the retry intent; [`MediaHandler`] turns that into the runtime's [`crate::runtime::Outcome`]
+//! (failing the media and warming its cache entry where the job ends for good). The [`run_reaper`] fails or
+//! re-enqueues media whose job was lost.
 
+mod handler;
 mod media;
 mod notify;
+mod pauses;
 mod progress;
+mod reaper;
+mod retention;
 mod retire;
 mod upload;
 mod validate;
@@ -15,7 +21,11 @@ use std::time::Duration;
 use mediafleet_proto::{Envelope, ErrorCode, Job, Profiles};
 use mediafleet_workers::{Limits, MediaError};
 
-pub use media::TRANSCODE_SECONDS_PER_MEDIA_SECOND;
+pub use handler::{retry_delay, MediaHandler, RetryPolicy};
+pub use media::{longest_media_job, TRANSCODE_SECONDS_PER_MEDIA_SECOND};
+pub use pauses::watch_pauses;
+pub use reaper::run_reaper;
+pub use retention::{retention_pass, run_retention, RetentionPass};
 pub use warm::{changes_media_status, enqueue_warm};
 
 use crate::cache::MediaCache;

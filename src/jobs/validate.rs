@@ -6,7 +6,7 @@
 //! code. An accepted one moves `uploading → queued` with its `media.process` job in the same transaction.
 
 use mediafleet_proto::envelope::MediaValidate;
-use mediafleet_proto::{Envelope, ErrorCode, MediaKind};
+use mediafleet_proto::{Envelope, ErrorCode, MediaKind, MediaStatus};
 use mediafleet_workers::sniff::{sniff, SNIFF_LEN};
 use mediafleet_workers::MediaError;
 use tracing::info;
@@ -27,7 +27,7 @@ pub(super) async fn validate(
     let Some(row) = ctx.records.media_primary(&id).await? else {
         return Ok(Done::Skipped);
     };
-    if row.status != "uploading" {
+    if row.status != MediaStatus::Uploading {
         info!(media_id = %id, status = %row.status, "already validated; nothing to do");
         return Ok(Done::Skipped);
     }

@@ -15,7 +15,8 @@ use crate::db::{MediaRow, RenditionRow};
 
 pub use read::{MediaReader, ReadError};
 
-fn rfc3339(ms: i64) -> String {
+/// Unix ms as an RFC 3339 UTC time with milliseconds (empty when out of range).
+pub(crate) fn rfc3339(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -94,7 +95,7 @@ impl Assembled {
         Assembled {
             id: row.id.clone(),
             version: row.version,
-            is_final: is_final(&row.status),
+            is_final: is_final(row.status.as_str()),
             json: media_json(row, renditions, public_url).to_string(),
         }
     }

@@ -1,23 +1,32 @@
-//! Job queues: one trait, one file per backend.
+//! Job queues: two traits, one file (or folder) per backend.
+//!
+//! [`JobQueue`] is the hot path every worker and producer uses: publish, receive, and the ends of a
+//! [`Delivery`]. [`QueueAdmin`] is what operators, `queues setup` and the scaler use: declare, depth, and the
+//! dead-letter queue (peek, show, redrive, purge). Every backend implements both on one struct, so one
+//! connection can be handed out as both trait objects (see `connect::queue_and_admin`).
 //!
 //! A queue has one work queue per job class plus its dead-letter queue (and, on RabbitMQ, retry-tier queues).
 //! A [`Delivery`] is a leased message: the consumer must end it with exactly one of `ack`, `retry_after`,
 //! `dead_letter` or `release`. A delivery that is dropped without any of those is redelivered when its lease
 //! ends (visibility timeout, or the channel closing on RabbitMQ) — that is the at-least-once guarantee.
 
+mod dead;
 pub mod embedded;
 pub mod rabbitmq;
 pub mod sqs;
+
+pub use dead::{dead_letter_id, Redriven};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// A job class: one queue each.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct JobClass(pub String);
+pub struct JobClass(String);
 
 impl JobClass {
     /// The classes every deployment has.
@@ -97,13 +106,25 @@ pub struct Depth {
     pub oldest_age_seconds: Option<f64>,
 }
 
-/// A message that was dead-lettered, as an operator sees it.
+/// A message that was dead-lettered, as an operator sees it (`mediafleet ops dlq list|show`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
+    /// Stable id: the envelope's `job_id` when the body is an envelope, else `sha256-` and a hash of the body
+    /// ([`dead_letter_id`]). Copies of one message (at-least-once allows a message to be dead-lettered twice)
+    /// share it.
+    pub id: String,
+    /// The envelope's media, when the body is an envelope.
+    pub media_id: Option<String>,
+    /// The envelope's job kind, when the body is an envelope.
+    pub kind: Option<String>,
+    /// The envelope's `attempt` (0 when the body is not an envelope).
+    pub attempts: u32,
+    /// Why it was dead-lettered: our reason, which names the last error, or the broker's own (crash loop).
+    pub reason: String,
+    /// When it was dead-lettered, where the backend knows it.
+    pub dead_lettered_at: Option<DateTime<Utc>>,
     /// The raw body, lossily decoded as UTF-8.
     pub body: String,
-    /// Why it was dead-lettered.
-    pub reason: String,
 }
 
 /// A leased message.
@@ -128,18 +149,11 @@ pub trait Delivery: Send + Sync {
     async fn extend_lease(&self, lease: Duration) -> Result<(), QueueError>;
 }
 
-/// A job queue backend.
+/// The hot path of a queue backend: what producers and workers use.
 #[async_trait]
 pub trait JobQueue: Send + Sync {
     /// Backend name for logs (`embedded`, `rabbitmq`, `sqs`).
     fn backend(&self) -> &'static str;
-    /// Create (or verify, where creating is not ours to do) the queues of these classes.
-    async fn declare(&self, classes: &[JobClass]) -> Result<(), QueueError>;
-    /// Create (or converge) the queues of these classes, then verify them: `mediafleet queues setup`.
-    /// Backends that create on `declare` need nothing more.
-    async fn setup(&self, classes: &[JobClass]) -> Result<(), QueueError> {
-        self.declare(classes).await
-    }
     /// Publish one message; returns once the broker has confirmed it durable.
     async fn publish(&self, class: &JobClass, body: &[u8]) -> Result<(), QueueError>;
     /// Publish several messages of one class (SQS sends them 10 per request). Returns once all are confirmed;
@@ -157,23 +171,73 @@ pub trait JobQueue: Send + Sync {
         Ok(())
     }
     /// Wait up to `wait` for at most `max` messages of `class`.
-    async fn receive(
-        &self,
-        class: &JobClass,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Box<dyn Delivery>>, QueueError>;
+    async fn receive(&self, class: &JobClass, max: usize, wait: Duration) -> Received;
+    /// Cheap liveness check for readiness probes.
+    async fn ping(&self) -> Result<(), QueueError>;
+}
+
+/// Administration of a queue backend: topology, depth and the dead-letter queue. Used by `queues setup`,
+/// the scaler and the operators' DLQ commands, never by a job.
+///
+/// The dead-letter operations work on ids ([`DeadLetter::id`]). Where the backend cannot look a message up by
+/// id (RabbitMQ, SQS), they scan the DLQ, holding what they looked at until they are done; see
+/// docs/decisions.md for what that costs on each backend.
+#[async_trait]
+pub trait QueueAdmin: Send + Sync {
+    /// Backend name for logs (`embedded`, `rabbitmq`, `sqs`).
+    fn backend(&self) -> &'static str;
+    /// Create (or verify, where creating is not ours to do) the queues of these classes.
+    async fn declare(&self, classes: &[JobClass]) -> Result<(), QueueError>;
+    /// Create (or converge) the queues of these classes, then verify them: `mediafleet queues setup`.
+    /// Backends that create on `declare` need nothing more.
+    async fn setup(&self, classes: &[JobClass]) -> Result<(), QueueError> {
+        self.declare(classes).await
+    }
     /// Depth readings for `class`.
     async fn depth(&self, class: &JobClass) -> Result<Depth, QueueError>;
-    /// Read (without removing) up to `limit` dead letters of `class`.
+    /// Up to `limit` dead letters of `class`, oldest first where the backend keeps an order. A peek: nothing
+    /// is removed, and the DLQ's depth is the same afterwards.
     async fn dead_letters(
         &self,
         class: &JobClass,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, QueueError>;
-    /// Cheap liveness check for readiness probes.
-    async fn ping(&self) -> Result<(), QueueError>;
+    /// The dead letter with this id, if the DLQ of `class` holds one (a peek, like [`Self::dead_letters`]).
+    async fn dead_letter(
+        &self,
+        class: &JobClass,
+        id: &str,
+    ) -> Result<Option<DeadLetter>, QueueError>;
+    /// Moves dead letters back to the work queue of `class`: those with the given `ids`, or, with `None`, the
+    /// first `limit` (`limit` also caps a list of ids). An envelope goes back with its attempt and outage
+    /// clock reset ([`mediafleet_proto::Envelope::redriven`]), everything else unchanged; a body that is not
+    /// an envelope goes back as it is.
+    ///
+    /// Each message is published to the work queue (confirmed) before it is removed from the DLQ: a crash in
+    /// between leaves it in both, and the job runs twice, which at-least-once allows. Copies of one id met in
+    /// the same call go back once (the others are removed, counted in [`Redriven::duplicates`]). An id that
+    /// is not in the DLQ (any more) is reported in [`Redriven::skipped`], not as an error, so redriving
+    /// twice moves each message once.
+    async fn redrive(
+        &self,
+        class: &JobClass,
+        ids: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Redriven, QueueError>;
+    /// Deletes up to `limit` dead letters of `class` (`usize::MAX`: all of them); returns how many.
+    async fn purge(&self, class: &JobClass, limit: usize) -> Result<u64, QueueError>;
+    /// Deletes dead letters of every class dead-lettered more than `age` ago (the retention job); returns
+    /// how many. Only where we keep them ourselves (embedded): RabbitMQ and SQS apply their own retention.
+    async fn expire_dead_letters(&self, _age: std::time::Duration) -> Result<u64, QueueError> {
+        Ok(0)
+    }
 }
 
-/// A shared queue handle.
+/// A shared queue handle (the hot path).
 pub type SharedQueue = Arc<dyn JobQueue>;
+
+/// What [`JobQueue::receive`] hands back: the deliveries leased (possibly none).
+pub type Received = Result<Vec<Box<dyn Delivery>>, QueueError>;
+
+/// A shared admin handle.
+pub type SharedAdmin = Arc<dyn QueueAdmin>;

@@ -1,29 +1,33 @@
-//! The worker loop.
+//! The worker loop, generic over what a job is.
 //!
-//! One puller per class keeps at most `concurrency` jobs in flight (a semaphore permit per job). Each job
-//! runs in its own task — the panic boundary — with a scratch directory that is removed however the job ends,
-//! and a heartbeat that extends its lease. On shutdown the pullers stop at once; in-flight jobs get
-//! `drain_timeout` to finish, then are cancelled and their messages handed back.
+//! One puller per class keeps at most `concurrency` deliveries in flight (a semaphore permit each). Each one
+//! runs in its own task — the panic boundary — with a scratch directory that is removed however it ends, and
+//! a heartbeat that extends its lease. What the delivery means is the [`Handler`]'s business: it returns an
+//! [`Outcome`] (ack, retry after a delay, dead-letter with a reason, or fail for good) and the runtime applies
+//! it to the delivery. The runtime knows nothing about media; the media rules are in `jobs::MediaHandler`.
+//!
+//! On shutdown the pullers stop at once; in-flight jobs get `drain_timeout` to finish, then are cancelled
+//! and their messages handed back. A lease that cannot be kept, or a job past the handler's time limit, stops
+//! the job too.
 
 pub mod budget;
-mod handle;
-mod reaper;
 mod scratch;
+mod supervise;
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use reaper::run_reaper;
 pub use scratch::{Scratch, Swept};
 
-use crate::jobs::JobContext;
-use crate::queue::JobClass;
+use crate::queue::{JobClass, QueueError, SharedQueue};
 
 /// Runtime knobs.
 #[derive(Debug, Clone)]
@@ -34,36 +38,147 @@ pub struct RuntimeOptions {
     pub poll_wait: Duration,
     /// Time in-flight jobs get after shutdown begins.
     pub drain_timeout: Duration,
-    /// Attempts before the DLQ.
-    pub max_attempts: u32,
-    /// First retry delay.
-    pub retry_base: Duration,
-    /// Longest retry delay.
-    pub retry_max: Duration,
-    /// How long a job waits out an infrastructure outage (storage, DB, broker) before its media fails;
-    /// waiting spends no attempt.
-    pub outage_budget: Duration,
     /// Lease per delivery; heartbeats extend it every half lease.
     pub lease: Duration,
-    /// Where job scratch directories go.
+    /// Where job scratch directories go (the runtime claims a directory of its own under it).
     pub scratch_dir: PathBuf,
-    /// Who we are, for attempt records (host:pid).
-    pub worker_id: String,
 }
+
+/// One delivery as a handler sees it.
+#[derive(Debug)]
+pub struct Work {
+    /// The class it was taken from.
+    pub class: JobClass,
+    /// The message body as published.
+    pub body: Vec<u8>,
+    /// How many times the broker has delivered it (1 on first delivery): crashes and lost connections count.
+    pub delivery_count: u32,
+    /// A directory of its own, removed when the delivery ends.
+    pub scratch: PathBuf,
+}
+
+/// What to do with a delivery once its job has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: remove the message.
+    Ack,
+    /// The job ended for good without its work done (the handler has recorded why): remove the message.
+    Fail,
+    /// A failure worth another attempt: deliver `body` again after `delay`, waiting in the broker.
+    Retry {
+        /// How long the message waits before it is delivered again.
+        delay: Duration,
+        /// The body to deliver (e.g. with its attempt count bumped).
+        body: Vec<u8>,
+    },
+    /// The infrastructure around the job is down: deliver `body` again after `delay`, spending no attempt.
+    WaitOut {
+        /// How long the message waits before it is delivered again.
+        delay: Duration,
+        /// The body to deliver.
+        body: Vec<u8>,
+    },
+    /// The message cannot or must not be processed: move it to the dead-letter queue with this reason.
+    DeadLetter {
+        /// Why, kept with the dead letter.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// The label metrics and logs use: `ok`, `failed`, `retry`, `outage`, `dead_letter`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ack => "ok",
+            Outcome::Fail => "failed",
+            Outcome::Retry { .. } => "retry",
+            Outcome::WaitOut { .. } => "outage",
+            Outcome::DeadLetter { .. } => "dead_letter",
+        }
+    }
+}
+
+/// Why the runtime stopped a job before it ended. The message is not the job's to settle any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// The drain deadline passed: the message was handed back to the queue.
+    Released,
+    /// The lease could not be kept (the broker refused a heartbeat, or heartbeats failed until it ran
+    /// out): the message is, or will be, another worker's.
+    LeaseLost(String),
+}
+
+/// What the runtime runs for each delivery.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Called once before the first receive, with the runtime's own scratch directory.
+    fn starting(&self, _scratch: &Path) {}
+    /// The longest a delivery's job may run; past it the job is stopped and [`Handler::timed_out`] decides.
+    fn time_limit(&self, _work: &Work) -> Option<Duration> {
+        None
+    }
+    /// Runs the job of one delivery. It runs in a task of its own while the runtime heartbeats the lease;
+    /// the task is aborted on drain, lease loss or time limit.
+    async fn handle(&self, work: &Work) -> Outcome;
+    /// The job panicked: what to do with its delivery.
+    async fn panicked(&self, work: &Work) -> Outcome;
+    /// The job ran past its time limit and was stopped: what to do with its delivery.
+    async fn timed_out(&self, work: &Work, limit: Duration) -> Outcome;
+    /// The runtime stopped the job before it ended (for bookkeeping; nothing to decide).
+    async fn stopped(&self, _work: &Work, _why: &Stopped) {}
+}
+
+/// Where the runtime reports what it does, for metrics. Passed in, so tests and other embedders need no
+/// globals.
+pub trait Observer: Send + Sync + 'static {
+    /// A delivery of `class` started; it counts as in flight until the returned guard is dropped.
+    fn started(&self, _class: &JobClass) -> Box<dyn Send> {
+        Box::new(())
+    }
+    /// A delivery of `class` ended with `label` (an [`Outcome::label`], `released` or `lease_lost`).
+    fn finished(&self, _class: &JobClass, _label: &str, _elapsed: Duration) {}
+    /// A receive of `class` failed or panicked; the puller pauses and receives again.
+    fn receive_failed(&self, _class: &JobClass, _error: &QueueError) {}
+}
+
+/// An observer that records nothing.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// The classes operators have paused (`mediafleet ops pause`), as the runtime watches them.
+pub type Paused = tokio::sync::watch::Receiver<BTreeSet<String>>;
 
 /// The worker runtime.
-pub struct Runtime {
-    ctx: Arc<JobContext>,
+pub struct Runtime<H: Handler> {
+    queue: SharedQueue,
+    handler: Arc<H>,
+    observer: Arc<dyn Observer>,
     opts: Arc<RuntimeOptions>,
+    paused: Option<Paused>,
 }
 
-impl Runtime {
-    /// Builds a runtime.
-    pub fn new(ctx: Arc<JobContext>, opts: RuntimeOptions) -> Self {
+impl<H: Handler> Runtime<H> {
+    /// Builds a runtime that takes deliveries from `queue` and hands them to `handler`.
+    pub fn new(
+        queue: SharedQueue,
+        handler: Arc<H>,
+        observer: Arc<dyn Observer>,
+        opts: RuntimeOptions,
+    ) -> Self {
         Runtime {
-            ctx,
+            queue,
+            handler,
+            observer,
             opts: Arc::new(opts),
+            paused: None,
         }
+    }
+
+    /// Takes no deliveries of a class while `paused` holds it: its puller stops receiving (handing back what
+    /// the broker had pushed ahead), lets its jobs in flight finish, and resumes when the class leaves the set.
+    pub fn with_pauses(mut self, paused: Paused) -> Self {
+        self.paused = Some(paused);
+        self
     }
 
     /// Runs until `shutdown` is cancelled, then drains. Returns once every job has ended or been handed back.
@@ -88,20 +203,22 @@ impl Runtime {
                 None
             }
         };
-        // The first jobs' media children are started now, not when those jobs arrive.
-        self.ctx.sandbox.prewarm(Some(&self.opts.scratch_dir));
+        self.handler.starting(&self.opts.scratch_dir);
         let jobs = TaskTracker::new();
         // Cancelled when the drain deadline passes: in-flight jobs stop and hand their messages back.
         let abort = CancellationToken::new();
         let pullers = TaskTracker::new();
         for (class, concurrency) in self.opts.classes.clone() {
             let puller = Puller {
-                ctx: self.ctx.clone(),
+                queue: self.queue.clone(),
+                handler: self.handler.clone(),
+                observer: self.observer.clone(),
                 opts: self.opts.clone(),
                 class,
                 permits: Arc::new(Semaphore::new(concurrency.max(1))),
                 jobs: jobs.clone(),
                 abort: abort.clone(),
+                paused: self.paused.clone(),
             };
             pullers.spawn(puller.run(shutdown.clone()));
         }
@@ -109,7 +226,7 @@ impl Runtime {
         pullers.wait().await;
         // No more pushes to this process: what the drain hands back goes to other workers.
         for (class, _) in &self.opts.classes {
-            if let Err(e) = self.ctx.queue.stop_receiving(class).await {
+            if let Err(e) = self.queue.stop_receiving(class).await {
                 warn!(%class, error = %e, "could not stop receiving; the broker requeues on disconnect");
             }
         }
@@ -130,36 +247,48 @@ impl Runtime {
     }
 }
 
-/// `mediafleet_receive_failures_total{class}`: receives that failed or panicked (the puller pauses and goes on).
-static RECEIVE_FAILURES: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(
-    || {
-        let c = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "mediafleet_receive_failures_total",
-                "Queue receives that failed or panicked, by class; the worker pauses and receives again",
-            ),
-            &["class"],
-        )
-        .expect("valid counter definition");
-        let _ = crate::scale::metrics::METRICS
-            .registry
-            .register(Box::new(c.clone()));
-        c
-    },
-);
-
 /// Pulls one class.
-struct Puller {
-    ctx: Arc<JobContext>,
+struct Puller<H: Handler> {
+    queue: SharedQueue,
+    handler: Arc<H>,
+    observer: Arc<dyn Observer>,
     opts: Arc<RuntimeOptions>,
     class: JobClass,
     permits: Arc<Semaphore>,
     jobs: TaskTracker,
     abort: CancellationToken,
+    paused: Option<Paused>,
 }
 
-impl Puller {
-    async fn run(self, shutdown: CancellationToken) {
+impl<H: Handler> Puller<H> {
+    /// Waits while the class is paused (after handing back what the broker pushed). Returns false on shutdown.
+    async fn wait_while_paused(&mut self, shutdown: &CancellationToken) -> bool {
+        let Some(rx) = self.paused.as_mut() else {
+            return true;
+        };
+        if !rx.borrow_and_update().contains(self.class.as_str()) {
+            return true;
+        }
+        info!(class = %self.class, "class paused: taking none of it until it is resumed");
+        if let Err(e) = self.queue.stop_receiving(&self.class).await {
+            warn!(class = %self.class, error = %e, "could not stop receiving; the broker requeues on disconnect");
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                changed = rx.changed() => {
+                    // The watcher is gone (shutting down): stop waiting on it.
+                    if changed.is_err() || !rx.borrow_and_update().contains(self.class.as_str()) {
+                        break;
+                    }
+                }
+            }
+        }
+        info!(class = %self.class, "class resumed");
+        true
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) {
         use backon::BackoffBuilder;
         use futures::FutureExt;
         // Pauses after failed receives: 200 ms doubling to 5 s, with jitter, reset by a good one.
@@ -170,15 +299,26 @@ impl Puller {
             .without_max_times();
         let mut backoff = pauses.build();
         loop {
+            if !self.wait_while_paused(&shutdown).await {
+                return;
+            }
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 p = self.permits.clone().acquire_owned() => p.expect("semaphore never closed"),
             };
+            // Paused while this puller waited for a free slot: take nothing more (the loop's top waits).
+            if self
+                .paused
+                .as_ref()
+                .is_some_and(|rx| rx.borrow().contains(self.class.as_str()))
+            {
+                continue;
+            }
             // Ask for as many as are free right now (this permit plus the others available).
             let free = 1 + self.permits.available_permits();
             // A panic in a backend's receive (a row or frame it cannot decode) must not end this puller: the
             // class would stop while the process looks healthy. It is logged, counted and retried.
-            let receive = std::panic::AssertUnwindSafe(self.ctx.queue.receive(
+            let receive = std::panic::AssertUnwindSafe(self.queue.receive(
                 &self.class,
                 free,
                 self.opts.poll_wait,
@@ -187,7 +327,7 @@ impl Puller {
             let got = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = receive => r.unwrap_or_else(|_| {
-                    Err(crate::queue::QueueError::Backend("receive panicked (see the log above)".into()))
+                    Err(QueueError::Backend("receive panicked (see the log above)".into()))
                 }),
             };
             let deliveries = match got {
@@ -196,9 +336,7 @@ impl Puller {
                     d
                 }
                 Err(e) => {
-                    RECEIVE_FAILURES
-                        .with_label_values(&[self.class.as_str()])
-                        .inc();
+                    self.observer.receive_failed(&self.class, &e);
                     let nap = backoff.next().unwrap_or(Duration::from_secs(5));
                     warn!(class = %self.class, error = %e, retry_in = ?nap, "receive failed");
                     tokio::select! {
@@ -220,12 +358,15 @@ impl Puller {
                         }
                     },
                 };
-                let ctx = self.ctx.clone();
-                let opts = self.opts.clone();
-                let abort = self.abort.clone();
-                let class = self.class.clone();
+                let one = supervise::One {
+                    handler: self.handler.clone(),
+                    observer: self.observer.clone(),
+                    opts: self.opts.clone(),
+                    class: self.class.clone(),
+                    abort: self.abort.clone(),
+                };
                 self.jobs.spawn(async move {
-                    handle::handle(ctx, opts, &class, delivery, abort).await;
+                    one.run(delivery).await;
                     drop(p);
                 });
             }

@@ -6,9 +6,10 @@
 //! a process removes every sibling directory whose lock it can take: its owner is gone, and so is every job
 //! that wrote there. A live process's directory is never touched, so several workers can share one root.
 //!
-//! A directory is born locked: it is made as `.new-…`, its lock taken, and only then renamed to `p-…`, so a
-//! sweep by a worker starting at the same moment never finds a `p-` directory whose lock is merely not taken
-//! yet. (Made in place, such a directory was swept from under its new owner, whose every job then failed.)
+//! A directory is born locked: it is made as `.new-…`, its lock taken, and only then renamed to `p-…`. A sweep
+//! by a process starting at the same moment therefore never finds a `p-` directory whose lock is merely not
+//! taken yet, which it could not tell from a dead owner's. Sweeps skip `.new-…` directories until they are
+//! older than a grace period (60 s), which only a process that died while claiming leaves behind.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -109,8 +110,8 @@ pub fn sweep(root: &Path) -> std::io::Result<Swept> {
         } else if !name.starts_with(OWNED) {
             continue;
         }
-        // A `p-` directory always had its lock taken before it got its name; a missing lock file can only
-        // be an abandoned nascent one (or an older version's): create it to take it.
+        // A `p-` directory had its lock file made and locked before it got its name. A directory without
+        // one (a nascent directory whose process died before making it) gets one here, so it can be taken.
         let Ok(lock) = File::open(path.join(".lock")).or_else(|_| File::create(path.join(".lock")))
         else {
             continue;
@@ -175,9 +176,8 @@ mod tests {
 
     #[test]
     fn a_sweep_between_making_and_locking_a_directory_leaves_it_alone() {
-        // The interleaving that broke scale-up: worker A has made its directory but not yet taken its lock
-        // when worker B, starting, sweeps. A directory made in place as `p-…` was taken for a dead owner's
-        // and removed, and every later job of A failed ("scratch dir: No such file or directory").
+        // Worker A has made its directory but not yet taken its lock when worker B, starting, sweeps. The
+        // sweep must leave A's directory alone, and A's claim must then succeed with a usable directory.
         let root = tempfile::tempdir().unwrap();
         let a = Nascent::create(root.path()).unwrap();
         assert_eq!(sweep(root.path()).unwrap(), Swept::default());
@@ -188,8 +188,8 @@ mod tests {
 
     #[test]
     fn workers_starting_together_never_sweep_each_other() {
-        // Many workers claiming at the same moment, each sweeping as it starts: before directories were born
-        // locked, one's sweep could take the not-yet-locked lock of another's fresh directory and delete it.
+        // Many workers claiming at the same moment, each sweeping as it starts: no sweep may take the lock
+        // of another's fresh directory and delete it.
         for _ in 0..20 {
             let root = tempfile::tempdir().unwrap();
             let claims: Vec<Scratch> = std::thread::scope(|s| {

@@ -42,10 +42,24 @@ pub const JOB_DURATION: &str = "mediafleet_job_duration_seconds";
 pub const DB_REJECTED: &str = "mediafleet_db_rejected_statements_total";
 /// Outbox rows parked after failing to publish for a reason of their own.
 pub const OUTBOX_PARKED: &str = "mediafleet_outbox_parked_total";
+/// api: HTTP requests answered, by route template, method and status code.
+pub const HTTP_REQUESTS: &str = "mediafleet_http_requests_total";
+/// api: seconds from a request's arrival to its response head, by route template and method.
+pub const HTTP_DURATION: &str = "mediafleet_http_request_duration_seconds";
 /// `fleet`: worker processes (starting, running or draining) integrated over time, per class.
 pub const FLEET_WORKER_SECONDS: &str = "mediafleet_fleet_worker_seconds_total";
 /// `fleet`: measured start-up of a worker (spawn to first heartbeat), EWMA per class.
 pub const WORKER_STARTUP: &str = "mediafleet_worker_startup_seconds";
+/// relay (api, `serve`): age of the oldest outbox row not yet published, parked rows aside; 0 when none.
+pub const OUTBOX_LAG: &str = "mediafleet_outbox_lag_seconds";
+/// relay (api, `serve`): outbox rows whose publish failed (each is retried with backoff, or parked).
+pub const RELAY_PUBLISH_FAILURES: &str = "mediafleet_relay_publish_failures_total";
+/// scaler: seconds since the newest heartbeat of any worker serving the class (set while one has a row).
+pub const HEARTBEAT_AGE: &str = "mediafleet_worker_heartbeat_age_seconds";
+/// api: bytes of originals accepted.
+pub const UPLOAD_BYTES: &str = "mediafleet_upload_bytes_total";
+/// worker: bytes of rendition objects written to the store (an object that was already there is not counted).
+pub const RENDITION_BYTES: &str = "mediafleet_rendition_bytes_total";
 
 /// Every per-class gauge the scaler publishes, in `scaler --once --json` field order.
 pub const GAUGES: [&str; 8] = [
@@ -77,6 +91,28 @@ pub struct Metrics {
     pub fleet_worker_seconds: CounterVec,
     /// [`WORKER_STARTUP`].
     pub worker_startup: GaugeVec,
+    /// [`HTTP_REQUESTS`].
+    pub http_requests: CounterVec,
+    /// [`HTTP_DURATION`].
+    pub http_duration: HistogramVec,
+    /// [`OUTBOX_LAG`].
+    pub outbox_lag: prometheus::Gauge,
+    /// [`RELAY_PUBLISH_FAILURES`].
+    pub relay_publish_failures: prometheus::Counter,
+    /// [`HEARTBEAT_AGE`].
+    pub heartbeat_age: GaugeVec,
+    /// [`UPLOAD_BYTES`].
+    pub upload_bytes: prometheus::Counter,
+    /// [`RENDITION_BYTES`].
+    pub rendition_bytes: prometheus::Counter,
+}
+
+/// Registers `c` in `registry` and hands it back.
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
+    c
 }
 
 fn help(name: &str) -> &'static str {
@@ -162,9 +198,81 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry
         .register(Box::new(worker_startup.clone()))
         .expect("registered once");
+    let http_requests = CounterVec::new(
+        Opts::new(
+            HTTP_REQUESTS,
+            "HTTP requests answered by the api, by route template, method and status code",
+        ),
+        &["route", "method", "status"],
+    )
+    .expect("valid counter definition");
+    registry
+        .register(Box::new(http_requests.clone()))
+        .expect("registered once");
+    let http_duration = HistogramVec::new(
+        HistogramOpts::new(
+            HTTP_DURATION,
+            "Seconds from a request's arrival to its response head, by route template and method",
+        )
+        .buckets(vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+        ]),
+        &["route", "method"],
+    )
+    .expect("valid histogram definition");
+    registry
+        .register(Box::new(http_duration.clone()))
+        .expect("registered once");
+    let outbox_lag = register(
+        &registry,
+        prometheus::Gauge::new(
+            OUTBOX_LAG,
+            "Seconds since the oldest outbox row not yet published was written (0 when none waits)",
+        )
+        .expect("valid gauge definition"),
+    );
+    let relay_publish_failures = register(
+        &registry,
+        prometheus::Counter::new(
+            RELAY_PUBLISH_FAILURES,
+            "Outbox rows whose publish to the queue failed (retried with backoff, or parked)",
+        )
+        .expect("valid counter definition"),
+    );
+    let heartbeat_age = register(
+        &registry,
+        GaugeVec::new(
+            Opts::new(
+                HEARTBEAT_AGE,
+                "Seconds since the newest heartbeat of any worker serving the class",
+            ),
+            &["class"],
+        )
+        .expect("valid gauge definition"),
+    );
+    let upload_bytes = register(
+        &registry,
+        prometheus::Counter::new(UPLOAD_BYTES, "Bytes of originals accepted by the api")
+            .expect("valid counter definition"),
+    );
+    let rendition_bytes = register(
+        &registry,
+        prometheus::Counter::new(
+            RENDITION_BYTES,
+            "Bytes of rendition objects written to the store (objects already there not counted)",
+        )
+        .expect("valid counter definition"),
+    );
     Metrics {
         registry,
         gauges,
+        outbox_lag,
+        relay_publish_failures,
+        heartbeat_age,
+        upload_bytes,
+        rendition_bytes,
+        http_requests,
+        http_duration,
         jobs,
         duration,
         db_rejected,
@@ -179,12 +287,32 @@ pub fn outbox_parked() {
     METRICS.outbox_parked.inc();
 }
 
+/// Counts `bytes` of an accepted original.
+pub fn upload_bytes(bytes: u64) {
+    METRICS.upload_bytes.inc_by(bytes as f64);
+}
+
+/// Counts `bytes` of a rendition object written to the store.
+pub fn rendition_bytes(bytes: u64) {
+    METRICS.rendition_bytes.inc_by(bytes as f64);
+}
+
 impl Metrics {
     /// Sets gauge `name` for `class`.
     pub fn set(&self, name: &str, class: &str, value: f64) {
         if let Some((_, g)) = self.gauges.iter().find(|(n, _)| *n == name) {
             g.with_label_values(&[class]).set(value);
         }
+    }
+
+    /// Counts one answered request of `route` (its template, e.g. `/v1/media/{id}`).
+    pub fn http(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route, method])
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition.
@@ -204,7 +332,8 @@ pub struct Probe {
     pub queue: SharedQueue,
 }
 
-async fn metrics() -> impl IntoResponse {
+/// `GET /metrics`: the Prometheus text exposition of this process.
+pub async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         METRICS.render(),

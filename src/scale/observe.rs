@@ -34,7 +34,7 @@ impl Drop for Busy {
     }
 }
 
-/// Called by the runtime when a job starts; the job counts as in flight until the guard is dropped.
+/// Called when a job starts; the job counts as in flight until the guard is dropped.
 pub fn busy() -> Busy {
     IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
     Busy(())
@@ -47,11 +47,51 @@ pub fn sized(env: &mediafleet_proto::Envelope) -> bool {
         && env.payload.get("stage").and_then(|s| s.as_str()) == Some("transcode")
 }
 
-/// Called by the runtime when a job has ended with `status` (`ok`, `failed`, `retry`, `dead_letter`).
-/// `sample` says whether `elapsed` is a fair measure of the class's cost (completed work, not a skip).
-/// `sized_job` is the job id of a job of known size ([`sized`]): once it has ended for good its row goes,
-/// and a measured one teaches the seconds-per-media-second rate of its profile.
-pub fn job_finished(
+/// The runtime's observer in a worker process: jobs by class and outcome, job durations, jobs in flight
+/// (reported with each presence heartbeat) and failed receives.
+pub struct WorkerObserver;
+
+impl crate::runtime::Observer for WorkerObserver {
+    fn started(&self, _class: &JobClass) -> Box<dyn Send> {
+        Box::new(busy())
+    }
+    fn finished(&self, class: &JobClass, label: &str, elapsed: Duration) {
+        METRICS
+            .jobs
+            .with_label_values(&[class.as_str(), label])
+            .inc();
+        METRICS
+            .duration
+            .with_label_values(&[class.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+    fn receive_failed(&self, class: &JobClass, _error: &crate::queue::QueueError) {
+        RECEIVE_FAILURES.with_label_values(&[class.as_str()]).inc();
+    }
+}
+
+/// `mediafleet_receive_failures_total{class}`: receives that failed or panicked (the puller pauses and goes on).
+static RECEIVE_FAILURES: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(
+    || {
+        let c = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "mediafleet_receive_failures_total",
+                "Queue receives that failed or panicked, by class; the worker pauses and receives again",
+            ),
+            &["class"],
+        )
+        .expect("valid counter definition");
+        let _ = METRICS.registry.register(Box::new(c.clone()));
+        c
+    },
+);
+
+/// Called by the media handler when a job has ended with `status` (`ok`, `failed`, `retry`, `outage`,
+/// `dead_letter`): teaches the class's cost. `sample` says whether `elapsed` is a fair measure of the class's
+/// cost (completed work, not a skip). `sized_job` is the job id of a job of known size ([`sized`]): once it
+/// has ended for good its row goes, and a measured one teaches the seconds-per-media-second rate of its
+/// profile.
+pub fn job_cost(
     records: &Records,
     class: &JobClass,
     status: &str,
@@ -59,16 +99,8 @@ pub fn job_finished(
     sample: bool,
     sized_job: Option<&str>,
 ) {
-    METRICS
-        .jobs
-        .with_label_values(&[class.as_str(), status])
-        .inc();
-    METRICS
-        .duration
-        .with_label_values(&[class.as_str()])
-        .observe(elapsed.as_secs_f64());
     let alpha = *ALPHA.get().unwrap_or(&0.2);
-    if let Some(job_id) = sized_job.filter(|_| status != "retry") {
+    if let Some(job_id) = sized_job.filter(|_| status != "retry" && status != "outage") {
         let (records, class, job_id) = (
             records.clone(),
             class.as_str().to_owned(),

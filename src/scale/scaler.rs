@@ -1,4 +1,5 @@
-//! One poll of every class: read depth and cost, decide, publish the gauges, log the decision.
+//! One poll of every class: read depth and cost, decide, publish the gauges (and the age of each class's
+//! newest worker heartbeat), log the decision.
 
 use std::collections::BTreeMap;
 
@@ -12,11 +13,14 @@ use super::signal::{self, ClassSignal};
 use super::{cost, store, ScaleError};
 use crate::config::ScalingSettings;
 use crate::db::Records;
-use crate::queue::SharedQueue;
+use crate::queue::{SharedAdmin, SharedQueue};
 
 /// The scaler: a policy per class and the backends it reads.
 pub struct Scaler {
+    /// Moves jobs between classes (capability fallback).
     queue: SharedQueue,
+    /// Reads depth.
+    admin: SharedAdmin,
     records: Records,
     policies: BTreeMap<String, ClassPolicy>,
     fallback: Fallback,
@@ -24,8 +28,10 @@ pub struct Scaler {
 
 impl Scaler {
     /// A scaler over `classes` (every configured class when empty). Unknown classes get default settings.
+    /// `queue` and `admin` are the two sides of one backend (`connect::queue_and_admin_declared`).
     pub fn new(
         queue: SharedQueue,
+        admin: SharedAdmin,
         records: Records,
         scaling: &ScalingSettings,
         classes: &[String],
@@ -55,6 +61,7 @@ impl Scaler {
         }
         Ok(Scaler {
             queue,
+            admin,
             records,
             policies,
             fallback: Fallback::default(),
@@ -113,14 +120,14 @@ impl Scaler {
         let mut out = Vec::with_capacity(self.policies.len());
         for (class, policy) in self.policies.iter_mut() {
             let mut sig = signal::read(
-                self.queue.as_ref(),
+                self.admin.as_ref(),
                 class,
                 policy.config(),
                 costs.get(class),
             )
             .await?;
             fill_from_db(&mut sig, &from_db);
-            if self.queue.backend() == "rabbitmq" {
+            if self.admin.backend() == "rabbitmq" {
                 fresher_in_flight(&mut sig, &from_db);
             }
             let k = known.get(class);
@@ -179,7 +186,33 @@ impl Scaler {
             publish(&sig);
             out.push(sig);
         }
+        self.publish_heartbeat_ages().await;
         Ok(out)
+    }
+
+    /// Sets [`metrics::HEARTBEAT_AGE`] per class from the newest heartbeat of its workers. A class with no
+    /// presence row (never served, or every worker left cleanly) has no series: there is no heartbeat to be
+    /// late. A failed read leaves the last values.
+    async fn publish_heartbeat_ages(&self) {
+        let newest = match store::newest_heartbeats(&self.records).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "could not read worker heartbeats");
+                return;
+            }
+        };
+        let now = crate::db::now_ms();
+        for class in self.policies.keys() {
+            let g = &METRICS.heartbeat_age;
+            match newest.get(class) {
+                Some(seen) => g
+                    .with_label_values(&[class.as_str()])
+                    .set((now - seen).max(0) as f64 / 1000.0),
+                None => {
+                    let _ = g.remove_label_values(&[class.as_str()]);
+                }
+            }
+        }
     }
 
     /// What the DB knows about queued and running jobs, for readings the broker does not give. Errors only

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::store::Cost;
 use crate::config::ClassScaling;
-use crate::queue::{Depth, JobClass, JobQueue};
+use crate::queue::{Depth, JobClass, QueueAdmin};
 
 /// One class's reading, in the shape of `scaler --once --json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -79,12 +79,12 @@ pub fn from_depth(class: &str, depth: &Depth, cost: f64) -> ClassSignal {
 
 /// Reads one class.
 pub async fn read(
-    queue: &dyn JobQueue,
+    admin: &dyn QueueAdmin,
     class: &str,
     cfg: &ClassScaling,
     measured: Option<&Cost>,
 ) -> Result<ClassSignal, crate::queue::QueueError> {
-    let depth = queue.depth(&JobClass::new(class)?).await?;
+    let depth = admin.depth(&JobClass::new(class)?).await?;
     Ok(from_depth(class, &depth, cost_seconds(cfg, measured)))
 }
 

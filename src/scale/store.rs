@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use crate::db::bind::BindExt;
 use crate::db::{now_ms, DbError, Records};
 
 /// Folds one finished job's wall-clock seconds into its class's EWMA (the first sample seeds it).
@@ -22,10 +23,10 @@ pub async fn record_cost(
            ewma_seconds = class_throughput.ewma_seconds + $4 * ($2 - class_throughput.ewma_seconds), \
            samples = class_throughput.samples + 1, updated_at = $3",
     )
-    .bind(class)
-    .bind(seconds)
-    .bind(now_ms())
-    .bind(alpha)
+    .arg(class)
+    .arg(seconds)
+    .arg(now_ms())
+    .arg(alpha)
     .execute(records.write_pool())
     .await?;
     Ok(())
@@ -69,15 +70,17 @@ pub async fn heartbeat(
 ) -> Result<(), DbError> {
     for class in classes {
         sqlx::query(
-            "INSERT INTO worker_presence (worker_id, class, capabilities, seen_at, in_flight) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (worker_id, class) DO UPDATE SET capabilities = $3, seen_at = $4, in_flight = $5",
+            "INSERT INTO worker_presence (worker_id, class, capabilities, seen_at, in_flight, version) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (worker_id, class) DO UPDATE SET capabilities = $3, seen_at = $4, in_flight = $5, \
+             version = $6",
         )
-        .bind(worker_id)
-        .bind(class)
-        .bind(capabilities)
-        .bind(now_ms())
-        .bind(in_flight)
+        .arg(worker_id)
+        .arg(class)
+        .arg(capabilities)
+        .arg(now_ms())
+        .arg(in_flight)
+        .arg(env!("CARGO_PKG_VERSION"))
         .execute(records.write_pool())
         .await?;
     }
@@ -87,8 +90,8 @@ pub async fn heartbeat(
 /// Removes `worker_id`'s rows (clean exit) and rows older than a day (crashed workers).
 pub async fn depart(records: &Records, worker_id: &str) -> Result<(), DbError> {
     sqlx::query("DELETE FROM worker_presence WHERE worker_id = $1 OR seen_at < $2")
-        .bind(worker_id)
-        .bind(now_ms() - 86_400_000)
+        .arg(worker_id)
+        .arg(now_ms() - 86_400_000)
         .execute(records.write_pool())
         .await?;
     Ok(())
@@ -103,7 +106,7 @@ pub async fn live_workers(
     let rows = sqlx::query(
         "SELECT class, COUNT(*) AS n FROM worker_presence WHERE seen_at >= $1 GROUP BY class",
     )
-    .bind(since)
+    .arg(since)
     .fetch_all(records.write_pool())
     .await?;
     Ok(rows
@@ -113,6 +116,24 @@ pub async fn live_workers(
             (r.get::<String, _>("class"), u32::try_from(n).unwrap_or(0))
         })
         .collect())
+}
+
+/// The newest heartbeat (unix ms) of any worker serving each class that has a presence row. A class whose
+/// workers all left cleanly has none; crashed workers' rows stay (up to a day), so their age keeps growing.
+pub async fn newest_heartbeats(records: &Records) -> Result<BTreeMap<String, i64>, DbError> {
+    let rows =
+        sqlx::query("SELECT class, MAX(seen_at) AS seen FROM worker_presence GROUP BY class")
+            .fetch_all(records.write_pool())
+            .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<String, _>("class")?,
+                r.try_get::<i64, _>("seen")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(DbError::from)
 }
 
 /// One worker's latest heartbeat.
@@ -133,7 +154,7 @@ pub async fn seen_workers(records: &Records, since_ms: i64) -> Result<Vec<Seen>,
         "SELECT worker_id, MAX(seen_at) AS seen, MAX(in_flight) AS busy FROM worker_presence \
          WHERE seen_at >= $1 GROUP BY worker_id",
     )
-    .bind(since_ms)
+    .arg(since_ms)
     .fetch_all(records.write_pool())
     .await?;
     Ok(rows
@@ -144,4 +165,61 @@ pub async fn seen_workers(records: &Records, since_ms: i64) -> Result<Vec<Seen>,
             in_flight: r.get::<i64, _>("busy"),
         })
         .collect())
+}
+
+/// A live worker as `mediafleet ops workers` shows it: its heartbeat rows (one per class) folded together.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LiveWorker {
+    /// `host:pid`.
+    pub id: String,
+    /// The host part of the id.
+    pub host: String,
+    /// Classes it takes.
+    pub classes: Vec<String>,
+    /// Its build (`None` before it reported one).
+    pub version: Option<String>,
+    /// Jobs in flight at its last heartbeat.
+    pub in_flight: i64,
+    /// Its last heartbeat, unix ms.
+    pub last_seen_ms: i64,
+}
+
+/// Workers seen within `fresh`, by id.
+pub async fn workers(records: &Records, fresh: Duration) -> Result<Vec<LiveWorker>, DbError> {
+    let since = now_ms() - i64::try_from(fresh.as_millis()).unwrap_or(i64::MAX);
+    let rows = sqlx::query(
+        "SELECT worker_id, class, version, in_flight, seen_at FROM worker_presence \
+         WHERE seen_at >= $1 ORDER BY worker_id, class",
+    )
+    .arg(since)
+    .fetch_all(records.write_pool())
+    .await?;
+    let mut out: Vec<LiveWorker> = Vec::new();
+    for r in rows {
+        let id: String = r.try_get("worker_id")?;
+        let class: String = r.try_get("class")?;
+        let version: Option<String> = r.try_get("version")?;
+        let in_flight: i64 = r.try_get("in_flight")?;
+        let seen: i64 = r.try_get("seen_at")?;
+        match out.last_mut() {
+            Some(w) if w.id == id => {
+                w.classes.push(class);
+                w.in_flight = w.in_flight.max(in_flight);
+                w.last_seen_ms = w.last_seen_ms.max(seen);
+                w.version = w.version.take().or(version);
+            }
+            _ => out.push(LiveWorker {
+                host: id
+                    .rsplit_once(':')
+                    .map_or(id.as_str(), |(h, _)| h)
+                    .to_owned(),
+                id,
+                classes: vec![class],
+                version,
+                in_flight,
+                last_seen_ms: seen,
+            }),
+        }
+    }
+    Ok(out)
 }

@@ -85,7 +85,11 @@ impl ObjectStore for LocalStore {
         let tmp = self.stage(&dest, src).await?;
         // link(2) fails if the name exists: an atomic create-if-absent. The temp file is removed on drop.
         match tokio::fs::hard_link(&tmp, &dest).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                let bytes = tokio::fs::metadata(&dest).await.map_or(0, |m| m.len());
+                crate::scale::metrics::rendition_bytes(bytes);
+                Ok(true)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(e.into()),
         }

@@ -77,7 +77,9 @@ pub trait ObjectStore: Send + Sync {
     /// Store `src` under `key`, replacing what is there.
     async fn put_file(&self, key: &str, src: &Path, content_type: &str) -> Result<(), StoreError>;
     /// Store `src` under `key` unless an object already exists. Returns false when it existed.
-    /// With content-derived keys this makes a repeated job's writes no-ops.
+    /// With content-derived keys this makes a repeated job's writes no-ops. Renditions are written with it
+    /// (originals with [`put_file`](Self::put_file)), so each backend counts a stored object's bytes in
+    /// `mediafleet_rendition_bytes_total`.
     async fn put_if_absent(
         &self,
         key: &str,

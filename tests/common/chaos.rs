@@ -45,6 +45,93 @@ pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     out
 }
 
+/// Media children under `needle` whose parent is not `alive` and that are not dying: a worker's death sends its
+/// children SIGKILL (`PR_SET_PDEATHSIG`) as it exits, but on a loaded machine a killed child can take a moment
+/// to be scheduled and torn down, and until then it still shows its command line. So an orphan counts when,
+/// at the first look, it has no SIGKILL pending (nothing will end it), or when it is still there `grace`
+/// later. Each one counted is printed with its state and pending signals.
+pub async fn outliving(
+    needle: &str,
+    alive: impl Fn(u32) -> bool,
+    grace: Duration,
+) -> Vec<(u32, String)> {
+    let orphans = || {
+        processes_mentioning(needle)
+            .into_iter()
+            .filter(|(p, _)| parent_of(*p).is_none_or(|pp| !alive(pp)))
+            .collect::<Vec<_>>()
+    };
+    let mut counted: Vec<(u32, String)> = orphans()
+        .into_iter()
+        .filter(|(pid, _)| !dying(*pid))
+        .collect();
+    let until = Instant::now() + grace;
+    loop {
+        let left = orphans();
+        if left.is_empty() || Instant::now() >= until {
+            for o in left {
+                if !counted.iter().any(|(p, _)| *p == o.0) {
+                    counted.push(o);
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (pid, _) in &counted {
+        eprintln!(
+            "media child {pid} outlived its worker: {}",
+            status_line(*pid)
+        );
+    }
+    counted
+}
+
+/// `State`, `PPid`, `SigPnd` and `ShdPnd` of `/proc/PID/status`, on one line.
+fn status_line(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| {
+            ["State:", "PPid:", "SigPnd:", "ShdPnd:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether `pid` is gone, a zombie, or has SIGKILL pending (for itself or its thread group).
+fn dying(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let kill_pending =
+        |mask: String| u64::from_str_radix(&mask, 16).is_ok_and(|m| m & (1 << 8) != 0);
+    field("State:").starts_with(['Z', 'X'])
+        || kill_pending(field("SigPnd:"))
+        || kill_pending(field("ShdPnd:"))
+}
+
+/// The parent pid of `pid`, from `/proc/PID/stat`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Media children under data directory `needle` that are working on a job (not warm children waiting for
 /// one; see `common::busy_media_child`).
 pub fn busy_children(needle: &str) -> Vec<(u32, String)> {
@@ -76,6 +163,7 @@ pub fn leftover_jobs(root: &Path) -> Vec<String> {
 pub async fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
     aws_env();
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(mediafleet::aws_http::https_client())
         .endpoint_url(s3_endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .load()

@@ -165,3 +165,28 @@ pub async fn start_fleet_opts(opts: FleetOpts) -> Fleet {
 pub fn refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
     v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
+
+/// Runs `mediafleet ops ARGS` with the fleet's settings; returns whether it succeeded, its stdout as JSON
+/// (`Null` when it is not JSON) and its stderr.
+pub fn ops(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = std::process::Command::new(crate::common::bin())
+        .arg("ops")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run mediafleet ops");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.success(),
+        serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`ops`] that must succeed; its JSON.
+pub fn ops_ok(env: &[(String, String)], args: &[&str]) -> serde_json::Value {
+    let (ok, v, err) = ops(env, args);
+    assert!(ok, "mediafleet ops {args:?} failed: {err}");
+    v
+}

@@ -135,6 +135,7 @@ pub fn fast_config_with(dir: &Path, worker: &str, extra: &str) -> PathBuf {
         r#"retry_base = "200ms""#,
         r#"retry_max = "1s""#,
         r#"reaper_interval = "1s""#,
+        r#"pause_poll = "300ms""#,
         r#"job_timeout = "60s""#,
         r#"drain_timeout = "5s""#,
         "max_attempts = 3",
@@ -256,6 +257,61 @@ pub async fn serve_embedded(dir: &Path, cfg: &Path) -> (Proc, String) {
     let base = format!("http://{listen}");
     wait_healthy(&base, Duration::from_secs(30)).await;
     (proc, base)
+}
+
+/// A `mediafleet serve` on the embedded defaults started by [`serve_with`], with the environment that
+/// points other `mediafleet` commands (`ops keys create`, …) at it.
+pub struct Served {
+    pub proc: Proc,
+    pub base: String,
+    pub listen: String,
+    pub env: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Creates an API key named `name` with `mediafleet ops keys create`; returns the key.
+    pub fn create_key(&self, name: &str) -> String {
+        let out = Command::new(bin())
+            .args(["ops", "keys", "create", "--name", name])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+        created["key"].as_str().unwrap().to_owned()
+    }
+}
+
+/// `mediafleet serve` on the embedded defaults, with [`fast_config`] plus `extra` TOML, healthy.
+pub async fn serve_with(extra: &str) -> Served {
+    serve_with_env(extra, &[]).await
+}
+
+/// [`serve_with`], with `env` added (e.g. `MEDIAFLEET_DB` for another database).
+pub async fn serve_with_env(extra: &str, more: &[(&str, &str)]) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fast_config(dir.path(), extra);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut env: Vec<(String, String)> = vec![
+        ("MEDIAFLEET_CONFIG".into(), cfg.display().to_string()),
+        (
+            "MEDIAFLEET_DATA_DIR".into(),
+            dir.path().join("data").display().to_string(),
+        ),
+        ("MEDIAFLEET_LISTEN".into(), listen.clone()),
+    ];
+    env.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let proc = Proc::spawn("serve", &["serve"], &fleet::refs(&env));
+    let base = format!("http://{listen}");
+    wait_healthy(&base, Duration::from_secs(30)).await;
+    Served {
+        proc,
+        base,
+        listen,
+        env,
+        _dir: dir,
+    }
 }
 
 /// Waits until `GET base/healthz` answers.

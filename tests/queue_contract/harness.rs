@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mediafleet::queue::embedded::{EmbeddedConfig, EmbeddedQueue};
 use mediafleet::queue::rabbitmq::{RabbitConfig, RabbitQueue};
 use mediafleet::queue::sqs::{SqsConfig, SqsQueue};
-use mediafleet::queue::{Delivery, Depth, JobClass, JobQueue};
+use mediafleet::queue::{Delivery, Depth, JobClass, JobQueue, QueueAdmin};
 use mediafleet_proto::envelope::CacheWarm;
 use mediafleet_proto::{Envelope, Job};
 
@@ -35,6 +35,16 @@ pub(crate) struct Ns {
     pub(crate) class: JobClass,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) first: Arc<dyn JobQueue>,
+    /// The admin side of `first` (same connection).
+    pub(crate) admin: Arc<dyn QueueAdmin>,
+}
+
+/// Both sides of one backend value, as `connect::queue_and_admin` hands them out.
+fn both<T: JobQueue + QueueAdmin + 'static>(
+    backend: T,
+) -> (Arc<dyn JobQueue>, Arc<dyn QueueAdmin>) {
+    let backend = Arc::new(backend);
+    (backend.clone(), backend)
 }
 
 impl Ns {
@@ -42,14 +52,14 @@ impl Ns {
         let prefix = common::unique("qc");
         let dir = tempfile::tempdir().unwrap();
         let class = JobClass::new("image").unwrap();
-        let first = Self::open(backend, &prefix, &dir, None, 3).await;
+        let (first, admin) = Self::open(backend, &prefix, &dir, None, 3).await;
         if backend == Backend::Sqs {
-            first
+            admin
                 .setup(std::slice::from_ref(&class))
                 .await
                 .expect("queues setup on moto");
         } else {
-            first
+            admin
                 .declare(std::slice::from_ref(&class))
                 .await
                 .expect("declare");
@@ -60,6 +70,7 @@ impl Ns {
             class,
             dir,
             first,
+            admin,
         }
     }
 
@@ -69,9 +80,9 @@ impl Ns {
         dir: &tempfile::TempDir,
         via: Option<&Proxy>,
         prefetch: u16,
-    ) -> Arc<dyn JobQueue> {
+    ) -> (Arc<dyn JobQueue>, Arc<dyn QueueAdmin>) {
         match backend {
-            Backend::Embedded => Arc::new(
+            Backend::Embedded => both(
                 EmbeddedQueue::open(
                     &dir.path().join("queue.db"),
                     EmbeddedConfig {
@@ -88,7 +99,7 @@ impl Ns {
                 if let Some(p) = via {
                     url = url.replace("127.0.0.1:5672", &format!("127.0.0.1:{}", p.port));
                 }
-                Arc::new(
+                both(
                     RabbitQueue::connect(RabbitConfig {
                         url,
                         prefix: prefix.to_owned(),
@@ -114,7 +125,7 @@ impl Ns {
                 let mut cfg = SqsConfig::from_url(&url, prefix).unwrap();
                 cfg.lease = LEASE;
                 cfg.max_attempts = MAX_ATTEMPTS;
-                Arc::new(SqsQueue::connect(cfg).await.expect("sqs client"))
+                both(SqsQueue::connect(cfg).await.expect("sqs client"))
             }
         }
     }
@@ -125,8 +136,9 @@ impl Ns {
     }
 
     pub(crate) async fn handle_with_prefetch(&self, prefetch: u16) -> Arc<dyn JobQueue> {
-        let q = Self::open(self.backend, &self.prefix, &self.dir, None, prefetch).await;
-        q.declare(std::slice::from_ref(&self.class))
+        let (q, admin) = Self::open(self.backend, &self.prefix, &self.dir, None, prefetch).await;
+        admin
+            .declare(std::slice::from_ref(&self.class))
             .await
             .expect("declare/verify");
         q
@@ -136,8 +148,12 @@ impl Ns {
     pub(crate) async fn doomed(&self) -> (Arc<dyn JobQueue>, Option<Proxy>) {
         if self.backend == Backend::Rabbit {
             let proxy = Proxy::start("127.0.0.1:5672").await;
-            let q = Self::open(self.backend, &self.prefix, &self.dir, Some(&proxy), 3).await;
-            q.declare(std::slice::from_ref(&self.class)).await.unwrap();
+            let (q, admin) =
+                Self::open(self.backend, &self.prefix, &self.dir, Some(&proxy), 3).await;
+            admin
+                .declare(std::slice::from_ref(&self.class))
+                .await
+                .unwrap();
             (q, Some(proxy))
         } else {
             (self.handle().await, None)
@@ -251,7 +267,7 @@ pub(crate) async fn receive_n(
 
 /// Polls `depth` until `ok` holds (broker statistics lag: the management API refreshes every few seconds).
 pub(crate) async fn depth_until(
-    q: &dyn JobQueue,
+    q: &dyn QueueAdmin,
     class: &JobClass,
     within: Duration,
     ok: impl Fn(&Depth) -> bool,

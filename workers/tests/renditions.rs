@@ -243,3 +243,52 @@ fn riff_chunks(webp: &[u8]) -> Vec<[u8; 4]> {
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Found by the `still_image` fuzz target: a small animated WebP (46×30 canvas) whose attention and entropy
+/// crops were placed against the far edge came out one rounding step past it, and the resampler refused
+/// the box, so the media got an `internal` error (retried, never ready). The crop box is now clamped to the
+/// frame. The input is `fuzz/regressions/still_image/cover-crop-past-the-edge.webp`; the profile is the
+/// fuzz target's.
+#[test]
+fn cover_crops_at_the_far_edge_stay_inside_the_frame() {
+    use mediafleet_proto::Crop;
+    let mut profile = Profile::default_profile();
+    profile.image = vec![
+        RenditionSpec {
+            quality: 60,
+            animated: true,
+            ..RenditionSpec::new("thumb", 48, 48, OutputFormat::Webp)
+        },
+        RenditionSpec {
+            quality: 60,
+            fit: Fit::Cover,
+            crop: Crop::Attention,
+            png_if_alpha: true,
+            ..RenditionSpec::new("square", 32, 32, OutputFormat::Jpeg)
+        },
+        RenditionSpec {
+            fit: Fit::Cover,
+            crop: Crop::Entropy,
+            ..RenditionSpec::new("strip", 40, 12, OutputFormat::Png)
+        },
+    ];
+    let (r, out) = run_with(
+        "../fuzz/regressions/still_image/cover-crop-past-the-edge.webp",
+        &profile,
+        &Limits::default(),
+    );
+    // Before the fix: failed, `internal`, "resize failed: … crop box is out of the image boundaries".
+    assert!(
+        r.error
+            .as_ref()
+            .is_none_or(|e| e.code != mediafleet_proto::ErrorCode::Internal),
+        "{r:?}"
+    );
+    for rend in &r.renditions {
+        let img = open(&out, &rend.file);
+        assert_eq!(
+            img.dimensions(),
+            (rend.width.unwrap(), rend.height.unwrap())
+        );
+    }
+}

@@ -23,6 +23,8 @@ use crate::queue::{Delivery, JobClass, QueueError};
 
 /// The header that carries our dead-letter reason.
 pub(super) const REASON_HEADER: &str = "x-mediafleet-reason";
+/// The header that carries when we dead-lettered the message (RFC 3339, milliseconds, UTC).
+pub(super) const DEAD_AT_HEADER: &str = "x-mediafleet-dead-lettered-at";
 
 /// One leased message. Dropping it without ending it hands it back to the queue (nack with requeue), so a
 /// forgotten delivery cannot hold a prefetch slot until the channel closes.
@@ -140,6 +142,8 @@ impl Delivery for RabbitDelivery {
     async fn dead_letter(mut self: Box<Self>, reason: &str) -> Result<(), QueueError> {
         let mut headers = FieldTable::default();
         headers.insert(REASON_HEADER.into(), long_string(reason));
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        headers.insert(DEAD_AT_HEADER.into(), long_string(&now));
         let exchange = self.link.topo.dlx_exchange();
         let body = std::mem::take(&mut self.body);
         if let Err(e) = publish(&self.link, &exchange, self.class.as_str(), &body, headers).await {

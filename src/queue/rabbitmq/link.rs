@@ -169,21 +169,35 @@ impl Link {
         Ok(c)
     }
 
-    /// Cancels `class`'s subscription (`basic.cancel`), if there is one. Deliveries already handed out stay
-    /// ackable on the channel.
-    pub async fn cancel_consumer(&self, class: &JobClass) -> Result<(), QueueError> {
+    /// Cancels `class`'s subscription (`basic.cancel`), if there is one, and returns what the broker had
+    /// pushed to it that no `receive` took yet (up to the prefetch), for the caller to hand back: without
+    /// that, a paused or draining worker would sit on those messages until its connection closed. Deliveries
+    /// already handed out stay ackable on the channel.
+    pub async fn cancel_consumer(
+        &self,
+        class: &JobClass,
+    ) -> Result<Vec<lapin::message::Delivery>, QueueError> {
+        use futures::StreamExt;
         let c = self.state.lock().await.consumers.remove(class);
         let Some(c) = c else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        let tag = c.stream.lock().await.tag();
+        let mut stream = c.stream.lock().await;
         c.channel
-            .basic_cancel(tag, lapin::options::BasicCancelOptions::default())
+            .basic_cancel(stream.tag(), lapin::options::BasicCancelOptions::default())
             .await
             .map_err(|e| unavailable("cancelling a consumer", &e))?;
+        // After cancel-ok nothing more is pushed: the stream yields what it buffered, then ends.
+        let mut buffered = Vec::new();
+        while let Ok(Some(Ok(d))) =
+            tokio::time::timeout(Duration::from_secs(2), stream.next()).await
+        {
+            buffered.push(d);
+        }
+        drop(stream);
         // The channel must outlive the deliveries still in flight on it: keep it until the link drops.
         self.state.lock().await.draining.push(c);
-        Ok(())
+        Ok(buffered)
     }
 
     /// Drops `class`'s consumer if it is still `which` (its stream ended or failed), so the next `receive`

@@ -5,7 +5,9 @@
 //! - `link`: the self-healing connection holder (reconnect with backoff, redeclare, recreate consumers).
 //! - `publish`: persistent, mandatory, confirmed publishing with a short retry.
 //! - `delivery`: ack / retry / dead-letter / release of one message.
-//! - `inspect` and `management`: depth readings and a peek at dead letters.
+//! - `inspect` and `management`: depth readings, and scans of a DLQ.
+//! - `admin`: the [`crate::queue::QueueAdmin`] side: declare, depth, and peek / show / redrive / purge of dead
+//!   letters.
 //!
 //! # Guarantees
 //! Publishes return after the broker's confirm (persisted on a quorum queue). Consumers use manual acks and a
@@ -14,6 +16,7 @@
 //! broker's `x-delivery-limit` dead-letters crash-looping messages (a poison file that kills the worker
 //! before it can dead-letter the job itself).
 
+mod admin;
 mod delivery;
 mod inspect;
 mod link;
@@ -30,7 +33,7 @@ use lapin::types::FieldTable;
 
 use self::delivery::RabbitDelivery;
 use self::link::Link;
-use crate::queue::{DeadLetter, Delivery, Depth, JobClass, JobQueue, QueueError};
+use crate::queue::{Delivery, JobClass, JobQueue, QueueError, Received};
 
 /// What [`RabbitQueue::connect`] needs.
 #[derive(Debug, Clone)]
@@ -69,13 +72,15 @@ impl RabbitConfig {
     }
 }
 
-/// A RabbitMQ-backed [`JobQueue`]. Cheap to share behind an `Arc`; one connection per instance.
+/// A RabbitMQ-backed [`JobQueue`] and [`crate::queue::QueueAdmin`]. Cheap to share behind an `Arc`; one
+/// connection per instance.
 pub struct RabbitQueue {
     link: Arc<Link>,
 }
 
 impl RabbitQueue {
-    /// Connects to the broker (retrying for a few seconds). Declares nothing: call [`JobQueue::declare`].
+    /// Connects to the broker (retrying for a few seconds). Declares nothing: call
+    /// [`crate::queue::QueueAdmin::declare`].
     pub async fn connect(cfg: RabbitConfig) -> Result<Self, QueueError> {
         if cfg.prefix.is_empty() {
             return Err(QueueError::Config(
@@ -99,17 +104,6 @@ impl JobQueue for RabbitQueue {
         "rabbitmq"
     }
 
-    async fn declare(&self, classes: &[JobClass]) -> Result<(), QueueError> {
-        // A 406 closes the channel it happened on: one fresh channel per declare call.
-        let ch = self.link.fresh_channel().await?;
-        for class in classes {
-            self.link.topo.declare(&ch, class).await?;
-            self.link.remember(class);
-        }
-        let _ = ch.close(200, "declared".into()).await;
-        Ok(())
-    }
-
     async fn publish(&self, class: &JobClass, body: &[u8]) -> Result<(), QueueError> {
         let exchange = self.link.topo.work_exchange();
         publish::publish(
@@ -128,15 +122,23 @@ impl JobQueue for RabbitQueue {
     }
 
     async fn stop_receiving(&self, class: &JobClass) -> Result<(), QueueError> {
-        self.link.cancel_consumer(class).await
+        let buffered = self.link.cancel_consumer(class).await?;
+        let n = buffered.len();
+        for d in buffered {
+            // Published again and acked (see `release`): other workers take them at once, and the quorum
+            // queue's delivery count does not grow.
+            let d = Box::new(RabbitDelivery::new(self.link.clone(), class.clone(), d));
+            if let Err(e) = d.release().await {
+                tracing::warn!(%class, error = %e, "could not hand back a prefetched message");
+            }
+        }
+        if n > 0 {
+            tracing::info!(%class, handed_back = n, "prefetched messages handed back");
+        }
+        Ok(())
     }
 
-    async fn receive(
-        &self,
-        class: &JobClass,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Box<dyn Delivery>>, QueueError> {
+    async fn receive(&self, class: &JobClass, max: usize, wait: Duration) -> Received {
         let deadline = tokio::time::Instant::now() + wait;
         let mut out: Vec<Box<dyn Delivery>> = Vec::new();
         while out.is_empty() {
@@ -193,18 +195,6 @@ impl JobQueue for RabbitQueue {
             }
         }
         Ok(out)
-    }
-
-    async fn depth(&self, class: &JobClass) -> Result<Depth, QueueError> {
-        inspect::depth(&self.link, class).await
-    }
-
-    async fn dead_letters(
-        &self,
-        class: &JobClass,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, QueueError> {
-        inspect::dead_letters(&self.link, class, limit).await
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

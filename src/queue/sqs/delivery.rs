@@ -105,6 +105,52 @@ async fn delete_batch(client: &Client, queue_url: &str, batch: Vec<DeleteRequest
     }
 }
 
+/// The attributes of a dead letter. SQS allows 10 a message: ours first (the reason, cut to something sane,
+/// and the source queue), then the message's own, the producer's (`mf-*`, trace context) before foreign
+/// ones, by name, so which ones are dropped does not depend on a map's order.
+fn dead_letter_attributes(
+    reason: &str,
+    source: &str,
+    theirs: &HashMap<String, MessageAttributeValue>,
+) -> Vec<(String, MessageAttributeValue)> {
+    let mut reason = reason.to_owned();
+    if reason.len() > 4096 {
+        let mut cut = 4096;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    let mut attrs: Vec<(String, MessageAttributeValue)> = Vec::with_capacity(10);
+    for (k, v) in [(REASON_ATTR, reason), (SOURCE_ATTR, source.to_owned())] {
+        if let Ok(a) = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+        {
+            attrs.push((k.to_owned(), a));
+        }
+    }
+    let mut theirs: Vec<_> = theirs
+        .iter()
+        .filter(|(k, _)| k.as_str() != REASON_ATTR && k.as_str() != SOURCE_ATTR)
+        .collect();
+    theirs.sort_by_key(|(k, _)| (!is_producers(k), k.as_str()));
+    let room = 10 - attrs.len();
+    attrs.extend(
+        theirs
+            .into_iter()
+            .take(room)
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    attrs
+}
+
+/// Attributes our producers set (see `attributes_of`), kept first when a message has more than fit.
+fn is_producers(name: &str) -> bool {
+    name.starts_with("mf-") || name == "traceparent" || name == "tracestate"
+}
+
 /// A leased SQS message. The lease is its visibility timeout, identified by the receipt handle.
 pub(super) struct SqsDelivery {
     pub(super) client: Client,
@@ -197,30 +243,8 @@ impl Delivery for SqsDelivery {
             .send_message()
             .queue_url(&*self.dlq_url)
             .message_body(body);
-        let mut attrs = self.attributes.clone();
-        // SQS limits a message to 10 attributes and 256 KiB; keep ours and cut the reason to something sane.
-        attrs.retain(|k, _| k != REASON_ATTR && k != SOURCE_ATTR);
-        let mut reason = reason.to_owned();
-        if reason.len() > 4096 {
-            let mut cut = 4096;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
-        for (k, v) in [
-            (REASON_ATTR, reason),
-            (SOURCE_ATTR, self.queue_url.to_string()),
-        ] {
-            if let Ok(a) = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-            {
-                attrs.insert(k.to_owned(), a);
-            }
-        }
-        for (k, v) in attrs.into_iter().take(10) {
+        let attrs = dead_letter_attributes(reason, &self.queue_url, &self.attributes);
+        for (k, v) in attrs {
             req = req.message_attributes(k, v);
         }
         req.send()
@@ -247,5 +271,52 @@ impl Delivery for SqsDelivery {
             )));
         }
         self.set_visibility(d, "heartbeat").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(v: &str) -> MessageAttributeValue {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_our_attributes_first_whatever_the_message_carries() {
+        let mut theirs: HashMap<String, MessageAttributeValue> = (0..12)
+            .map(|i| (format!("app-{i:02}"), text("x")))
+            .collect();
+        theirs.insert("mf-kind".into(), text("cache.warm"));
+        theirs.insert("traceparent".into(), text("00-1-2-01"));
+        theirs.insert(REASON_ATTR.into(), text("an older reason"));
+        let long = "é".repeat(3000);
+        let attrs = dead_letter_attributes(&long, "https://q/p-image", &theirs);
+        let names: Vec<&str> = attrs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                REASON_ATTR,
+                SOURCE_ATTR,
+                "mf-kind",
+                "traceparent",
+                "app-00",
+                "app-01",
+                "app-02",
+                "app-03",
+                "app-04",
+                "app-05"
+            ]
+        );
+        let reason = attrs[0].1.string_value().unwrap();
+        assert!(
+            reason.len() <= 4096 && reason.starts_with('é'),
+            "{}",
+            reason.len()
+        );
     }
 }

@@ -5,18 +5,26 @@
 //!   Permanent failures and exhausted retries are moved to the DLQ by us, with the reason as an attribute.
 //! - A lease is the visibility timeout. Receives ask for the configured lease; the worker heartbeat extends it
 //!   (`ChangeMessageVisibility`) and never past SQS's 12 h cap.
-//! - A transient failure sets the visibility to the backoff delay, so the retry waits in SQS. SQS cannot
-//!   rewrite a body, so the attempt number of a redelivered message is the envelope's plus the receive count
-//!   (`ApproximateReceiveCount`), which the runtime already adds.
+//! - A transient failure (or an outage wait) sends the body the runtime passes, the envelope with its attempt
+//!   bumped or its outage clock, as a new message with `DelaySeconds` set to the backoff (at most 15 min) and
+//!   the received message's attributes, then deletes the received message. The retry waits in SQS, and the
+//!   new message's receive count starts at 1, so retries never move a job towards the redrive's
+//!   `maxReceiveCount`. A release is the same with the body unchanged and no delay. While one message is
+//!   redelivered (a lost lease), the runtime's attempt is the envelope's plus `ApproximateReceiveCount - 1`.
 //! - Acks go through a per-queue batcher that deletes up to 10 receipts per `DeleteMessageBatch`.
 //! - `declare` (every start) only verifies the queues and their redrive, because production roles are often not
-//!   allowed to create queues; `setup` (`mediafleet queues setup`) creates or converges them.
+//!   allowed to create queues; `setup` (`mediafleet queues setup`) creates or converges them (`topology`).
+//! - The DLQ operations (`admin`) scan the DLQ with receives that hold messages under a short visibility
+//!   timeout and hand back what they do not remove.
 
+mod admin;
 mod config;
 mod delivery;
 mod errors;
+mod scan;
+mod topology;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +43,7 @@ pub use config::{secs, SqsConfig, DEFAULT_MAX_RECEIVE_COUNT, MAX_WAIT, VISIBILIT
 use delivery::{Deleter, SqsDelivery};
 use errors::{classify, is_missing};
 
-use super::{DeadLetter, Delivery, Depth, JobClass, JobQueue, QueueError};
+use super::{Delivery, JobClass, JobQueue, QueueError, Received};
 
 /// Message attribute that carries the job kind.
 pub const KIND_ATTR: &str = "mf-kind";
@@ -53,7 +61,7 @@ struct ClassQueues {
     dlq: Arc<str>,
 }
 
-/// SQS-backed queue.
+/// SQS-backed [`JobQueue`] and [`crate::queue::QueueAdmin`].
 pub struct SqsQueue {
     client: Client,
     cfg: SqsConfig,
@@ -67,6 +75,7 @@ impl SqsQueue {
         // The long poll must finish well inside one attempt's timeout.
         let attempt_timeout = cfg.max_wait + Duration::from_secs(10);
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(crate::aws_http::https_client())
             .retry_config(RetryConfig::standard().with_max_attempts(3))
             .timeout_config(
                 TimeoutConfig::builder()
@@ -156,111 +165,6 @@ impl SqsQueue {
             .clone()
     }
 
-    /// Verifies one class: both queues exist, the work queue redrives to the DLQ, and `maxReceiveCount` leaves
-    /// room for our own attempts.
-    async fn verify(&self, class: &JobClass) -> Result<(), QueueError> {
-        let q = self.class_queues(class).await?;
-        let work = self.cfg.work_queue(class);
-        let dlq = self.cfg.dlq(class);
-        let attrs = self
-            .attributes(&q.work, &[QueueAttributeName::RedrivePolicy])
-            .await?;
-        let fix =
-            "run `mediafleet queues setup` (or set the redrive policy in your infrastructure code)";
-        let Some(policy) = attrs.get(&QueueAttributeName::RedrivePolicy) else {
-            return Err(QueueError::Config(format!(
-                "SQS queue {work} has no redrive policy to {dlq}; {fix}"
-            )));
-        };
-        let policy: serde_json::Value = serde_json::from_str(policy).map_err(|e| {
-            QueueError::Config(format!("SQS queue {work}: unreadable redrive policy: {e}"))
-        })?;
-        let target = policy["deadLetterTargetArn"].as_str().unwrap_or_default();
-        if !target.ends_with(&format!(":{dlq}")) {
-            return Err(QueueError::Config(format!(
-                "SQS queue {work} redrives to {target:?}, not to {dlq}; {fix}"
-            )));
-        }
-        let max_receive = match &policy["maxReceiveCount"] {
-            serde_json::Value::Number(n) => n.as_u64(),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        }
-        .unwrap_or(0);
-        if max_receive <= u64::from(self.cfg.max_attempts) {
-            return Err(QueueError::Config(format!(
-                "SQS queue {work} has maxReceiveCount {max_receive}, not above our {} attempts: an outage \
-                 would dead-letter messages before their retries run out; raise it (queues setup uses {})",
-                self.cfg.max_attempts, self.cfg.max_receive_count
-            )));
-        }
-        Ok(())
-    }
-
-    /// Creates (or converges) one class's queues and redrive.
-    async fn create(&self, class: &JobClass) -> Result<(), QueueError> {
-        self.cfg.check_names(class)?;
-        let retention = self.cfg.retention_seconds().to_string();
-        let dlq_name = self.cfg.dlq(class);
-        let dlq_url = self.create_queue(&dlq_name).await?;
-        self.client
-            .set_queue_attributes()
-            .queue_url(&dlq_url)
-            .attributes(QueueAttributeName::MessageRetentionPeriod, &retention)
-            .send()
-            .await
-            .map_err(|e| classify(&format!("SetQueueAttributes {dlq_name}"), e))?;
-        let dlq_arn = self
-            .attributes(&dlq_url, &[QueueAttributeName::QueueArn])
-            .await?
-            .remove(&QueueAttributeName::QueueArn)
-            .ok_or_else(|| QueueError::Backend(format!("SQS gave no ARN for {dlq_name}")))?;
-        let work_name = self.cfg.work_queue(class);
-        let work_url = self.create_queue(&work_name).await?;
-        self.client
-            .set_queue_attributes()
-            .queue_url(&work_url)
-            .attributes(
-                QueueAttributeName::VisibilityTimeout,
-                secs(self.cfg.lease).to_string(),
-            )
-            .attributes(QueueAttributeName::MessageRetentionPeriod, &retention)
-            .attributes(
-                QueueAttributeName::ReceiveMessageWaitTimeSeconds,
-                secs(self.cfg.max_wait).to_string(),
-            )
-            .attributes(
-                QueueAttributeName::RedrivePolicy,
-                self.cfg.redrive_policy(&dlq_arn),
-            )
-            .send()
-            .await
-            .map_err(|e| classify(&format!("SetQueueAttributes {work_name}"), e))?;
-        self.queues.write().await.insert(
-            class.clone(),
-            ClassQueues {
-                work: work_url.into(),
-                dlq: dlq_url.into(),
-            },
-        );
-        Ok(())
-    }
-
-    /// `CreateQueue` by name only, which returns the existing queue whatever its attributes; attributes are
-    /// converged afterwards with `SetQueueAttributes`.
-    async fn create_queue(&self, name: &str) -> Result<String, QueueError> {
-        let out = self
-            .client
-            .create_queue()
-            .queue_name(name)
-            .send()
-            .await
-            .map_err(|e| classify(&format!("CreateQueue {name}"), e))?;
-        out.queue_url()
-            .map(str::to_owned)
-            .ok_or_else(|| QueueError::Backend(format!("SQS returned no URL for {name}")))
-    }
-
     fn delivery(
         &self,
         q: &ClassQueues,
@@ -329,20 +233,6 @@ impl JobQueue for SqsQueue {
         "sqs"
     }
 
-    async fn declare(&self, classes: &[JobClass]) -> Result<(), QueueError> {
-        for class in classes {
-            self.verify(class).await?;
-        }
-        Ok(())
-    }
-
-    async fn setup(&self, classes: &[JobClass]) -> Result<(), QueueError> {
-        for class in classes {
-            self.create(class).await?;
-        }
-        self.declare(classes).await
-    }
-
     async fn publish(&self, class: &JobClass, body: &[u8]) -> Result<(), QueueError> {
         let q = self.class_queues(class).await?;
         let mut req = self
@@ -397,12 +287,7 @@ impl JobQueue for SqsQueue {
         Ok(())
     }
 
-    async fn receive(
-        &self,
-        class: &JobClass,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Box<dyn Delivery>>, QueueError> {
+    async fn receive(&self, class: &JobClass, max: usize, wait: Duration) -> Received {
         let q = self.class_queues(class).await?;
         let deleter = self.deleter(&q.work);
         let out = self
@@ -423,97 +308,6 @@ impl JobQueue for SqsQueue {
             .into_iter()
             .filter_map(|m| self.delivery(&q, &deleter, m))
             .collect())
-    }
-
-    async fn depth(&self, class: &JobClass) -> Result<Depth, QueueError> {
-        let q = self.class_queues(class).await?;
-        let work = self
-            .attributes(
-                &q.work,
-                &[
-                    QueueAttributeName::ApproximateNumberOfMessages,
-                    QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-                    QueueAttributeName::ApproximateNumberOfMessagesDelayed,
-                ],
-            )
-            .await?;
-        let dlq = self
-            .attributes(&q.dlq, &[QueueAttributeName::ApproximateNumberOfMessages])
-            .await?;
-        let n = |m: &HashMap<QueueAttributeName, String>, k: QueueAttributeName| {
-            m.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        };
-        Ok(Depth {
-            ready: n(&work, QueueAttributeName::ApproximateNumberOfMessages),
-            // Leased jobs and retries waiting out their backoff are both "not visible" to SQS.
-            in_flight: Some(n(
-                &work,
-                QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-            )),
-            delayed: n(
-                &work,
-                QueueAttributeName::ApproximateNumberOfMessagesDelayed,
-            ),
-            dlq: n(&dlq, QueueAttributeName::ApproximateNumberOfMessages),
-            // Only CloudWatch knows the age of the oldest message; the scaler reads it from the DB instead.
-            oldest_age_seconds: None,
-        })
-    }
-
-    async fn dead_letters(
-        &self,
-        class: &JobClass,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, QueueError> {
-        let q = self.class_queues(class).await?;
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        // Peek: receive with visibility 0 so the messages stay available; a few rounds because SQS samples
-        // a subset of its servers on each receive.
-        for _ in 0..5 {
-            if out.len() >= limit {
-                break;
-            }
-            let got = self
-                .client
-                .receive_message()
-                .queue_url(&*q.dlq)
-                .max_number_of_messages(i32::try_from(limit.clamp(1, 10)).unwrap_or(10))
-                .visibility_timeout(0)
-                .wait_time_seconds(0)
-                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .map_err(|e| classify(&format!("ReceiveMessage {}", q.dlq), e))?;
-            let messages = got.messages.unwrap_or_default();
-            if messages.is_empty() {
-                break;
-            }
-            for m in messages {
-                let id = m.message_id().unwrap_or_default().to_owned();
-                if out.len() >= limit || !seen.insert(id) {
-                    continue;
-                }
-                let reason = m
-                    .message_attributes()
-                    .and_then(|a| a.get(REASON_ATTR))
-                    .and_then(|v| v.string_value())
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| {
-                        format!(
-                            "moved by the SQS redrive policy after {} receives without an outcome \
-                             (worker crash loop?)",
-                            self.cfg.max_receive_count
-                        )
-                    });
-                out.push(DeadLetter {
-                    body: m.body().unwrap_or_default().to_owned(),
-                    reason,
-                });
-            }
-        }
-        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

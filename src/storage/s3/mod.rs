@@ -33,6 +33,13 @@ use self::errors::{body_error, classify};
 use self::upload::Put;
 use crate::storage::{validate_key, ObjectMeta, ObjectStore, StoreError};
 
+/// The size a `HeadObject` reported (0 when it reported none).
+fn length_of(out: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> u64 {
+    out.content_length()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0)
+}
+
 /// An S3 bucket as an [`ObjectStore`].
 #[derive(Clone)]
 pub struct S3Store {
@@ -51,6 +58,7 @@ impl S3Store {
             )));
         }
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(crate::aws_http::https_client())
             .retry_config(RetryConfig::standard().with_max_attempts(4))
             .timeout_config(
                 TimeoutConfig::builder()
@@ -235,7 +243,10 @@ impl ObjectStore for S3Store {
             return Ok(false);
         }
         match self.upload(key, src, content_type, true).await? {
-            Put::Stored => Ok(true),
+            Put::Stored => {
+                crate::scale::metrics::rendition_bytes(size);
+                Ok(true)
+            }
             Put::Exists => Ok(false),
         }
     }
@@ -243,10 +254,7 @@ impl ObjectStore for S3Store {
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let out = self.head_object(key, false).await?;
         Ok(ObjectMeta {
-            bytes: out
-                .content_length()
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0),
+            bytes: length_of(&out),
             content_type: out.content_type().map(str::to_owned),
             etag: out.e_tag().map(str::to_owned),
         })

@@ -12,7 +12,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as S3Part};
 
 use super::errors::classify;
-use super::S3Store;
+use super::{length_of, S3Store};
 use crate::storage::direct::{CompletedPart, DirectUpload, Uploaded};
 use crate::storage::{validate_key, Presigned, StoreError};
 
@@ -149,10 +149,7 @@ impl DirectUpload for S3Store {
     async fn uploaded(&self, key: &str) -> Result<Uploaded, StoreError> {
         let out = self.head_object(key, true).await?;
         Ok(Uploaded {
-            bytes: out
-                .content_length()
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0),
+            bytes: length_of(&out),
             etag: out.e_tag().map(str::to_owned),
             sha256: out
                 .checksum_sha256()

@@ -3,13 +3,15 @@
 
 use std::path::Path;
 
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
 
 use super::config::MIN_PART_SIZE;
-use super::errors::{classify, status};
+use super::errors::{classify, status, HttpStatus};
 use super::S3Store;
+use crate::storage::direct::DirectUpload;
 use crate::storage::StoreError;
 
 /// Parts uploaded at once: enough to fill a link, few enough to bound memory (each part is read from the
@@ -24,6 +26,25 @@ pub(super) enum Put {
     Stored,
     /// `If-None-Match: *` failed: an object was already there.
     Exists,
+}
+
+/// How the last call of a write (`PutObject`, `CompleteMultipartUpload`) ended: with `if_absent`, 412 means an
+/// object was already there.
+fn put_outcome<T, E, R>(
+    op: &str,
+    key: &str,
+    if_absent: bool,
+    sent: Result<T, SdkError<E, R>>,
+) -> Result<Put, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: HttpStatus + std::fmt::Debug,
+{
+    match sent {
+        Ok(_) => Ok(Put::Stored),
+        Err(e) if if_absent && status(&e) == Some(412) => Ok(Put::Exists),
+        Err(e) => Err(classify(op, key, e)),
+    }
 }
 
 impl S3Store {
@@ -64,11 +85,7 @@ impl S3Store {
         if if_absent {
             req = req.if_none_match("*");
         }
-        match req.send().await {
-            Ok(_) => Ok(Put::Stored),
-            Err(e) if if_absent && status(&e) == Some(412) => Ok(Put::Exists),
-            Err(e) => Err(classify("put", key, e)),
-        }
+        put_outcome("put", key, if_absent, req.send().await)
     }
 
     async fn put_multipart(
@@ -79,21 +96,8 @@ impl S3Store {
         content_type: &str,
         if_absent: bool,
     ) -> Result<Put, StoreError> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.cfg.bucket)
-            .key(key)
-            .content_type(content_type)
-            .send()
-            .await
-            .map_err(|e| classify("create multipart upload", key, e))?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| {
-                StoreError::Refused(format!("create multipart upload {key}: no upload id"))
-            })?
-            .to_owned();
+        // The same call a direct upload starts with.
+        let upload_id = self.create_multipart(key, content_type).await?;
         let result = self.send_parts(key, src, size, &upload_id, if_absent).await;
         if !matches!(result, Ok(Put::Stored)) {
             // Parts of a failed or refused upload are billed until aborted.
@@ -148,11 +152,12 @@ impl S3Store {
         if if_absent {
             req = req.if_none_match("*");
         }
-        match req.send().await {
-            Ok(_) => Ok(Put::Stored),
-            Err(e) if if_absent && status(&e) == Some(412) => Ok(Put::Exists),
-            Err(e) => Err(classify("complete multipart upload", key, e)),
-        }
+        put_outcome(
+            "complete multipart upload",
+            key,
+            if_absent,
+            req.send().await,
+        )
     }
 
     async fn send_part(

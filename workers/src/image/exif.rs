@@ -2,7 +2,7 @@
 //! when the profile asks) where.
 //!
 //! Outputs never carry metadata; the report only says what a gallery would show. A JPEG whose EXIF block is
-//! malformed is refused as `corrupt_media` (issue 4 treats it as hostile input); in other containers EXIF is
+//! malformed is refused as `corrupt_media`: it is treated as hostile input. In other containers EXIF is
 //! optional decoration, so a missing or unreadable block simply leaves the fields out.
 
 use std::io::{BufRead, Cursor, Seek};

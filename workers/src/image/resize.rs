@@ -47,15 +47,15 @@ impl Target {
         }
     }
 
-    /// The source region in pixels of a `w`×`h` frame.
+    /// The source region in pixels of a `w`×`h` frame, always inside the frame: a crop placed at the far
+    /// edge (`start = 1 - cw`) can end one rounding step past it in floating point (`start + cw > 1`), which
+    /// the resampler refuses (found by the `still_image` fuzz target).
     pub fn region(&self, w: u32, h: u32) -> (f64, f64, f64, f64) {
         let [l, t, cw, ch] = self.crop;
-        (
-            l * f64::from(w),
-            t * f64::from(h),
-            cw * f64::from(w),
-            ch * f64::from(h),
-        )
+        let (w, h) = (f64::from(w), f64::from(h));
+        let (cw, ch) = ((cw * w).clamp(0.0, w), (ch * h).clamp(0.0, h));
+        let (l, t) = ((l * w).clamp(0.0, w - cw), (t * h).clamp(0.0, h - ch));
+        (l, t, cw, ch)
     }
 }
 

@@ -48,7 +48,7 @@ pub fn run(args: &BenchVideoArgs) -> ExitCode {
 const RUNGS: [(u32, u32); 3] = [(1920, 1080), (1280, 720), (854, 480)];
 
 fn run_inner(args: &BenchVideoArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the mediafleet binary")?;
+    let exe = crate::mediafleet_exe()?;
     let work = tempfile::tempdir()?;
     let w = work.path();
     let src = match &args.source {

@@ -4,6 +4,9 @@
 //! `visible_at` forward by the lease; a lease that is not extended simply expires and the message becomes
 //! visible again. Every delivery operation is guarded by the lease token, so a worker whose lease expired
 //! cannot ack a message another worker now holds. Retry delays are a `visible_at` in the future.
+//!
+//! Dead letters stay in the same table with `state = 'dead'`, their reason and the time they died; the admin
+//! side (`admin.rs`) reads, redrives and purges them with single statements, so nothing there can half-happen.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,11 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::Row;
 use tokio::sync::Notify;
 
-use super::{DeadLetter, Delivery, Depth, JobClass, JobQueue, QueueError};
+mod admin;
+mod delivery;
+
+use self::delivery::EmbeddedDelivery;
+use super::{Delivery, JobClass, JobQueue, QueueError, Received};
 
 /// Embedded queue knobs.
 #[derive(Debug, Clone)]
@@ -58,6 +67,28 @@ fn err(e: sqlx::Error) -> QueueError {
     QueueError::Unavailable(format!("embedded queue: {e}"))
 }
 
+/// Adds `dead_at` to a queue file made before it existed. Two processes opening one old file may both try:
+/// the loser's "duplicate column" is success.
+async fn add_dead_at(pool: &SqlitePool) -> Result<(), QueueError> {
+    let has: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pragma_table_info('queue_messages') WHERE name = 'dead_at'",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(err)?;
+    if has > 0 {
+        return Ok(());
+    }
+    match sqlx::query("ALTER TABLE queue_messages ADD COLUMN dead_at INTEGER")
+        .execute(pool)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("duplicate column") => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
 impl EmbeddedQueue {
     /// Opens (creating if needed) the queue file.
     pub async fn open(path: &Path, cfg: EmbeddedConfig) -> Result<Self, QueueError> {
@@ -69,6 +100,11 @@ impl EmbeddedQueue {
             .map_err(|e| QueueError::Config(e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // As the embedded DB: in WAL mode NORMAL loses no commit when a process dies, only the last few
+            // when the machine loses power. A publish lost that way leaves its media waiting, which the
+            // reaper re-enqueues through the outbox; a lost ack is a redelivery. FULL would cost an fsync
+            // on every publish, claim and ack (three a job).
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -86,7 +122,8 @@ impl EmbeddedQueue {
                 receive_count INTEGER NOT NULL DEFAULT 0,
                 lease_token TEXT,
                 delayed INTEGER NOT NULL DEFAULT 0,
-                dead_reason TEXT
+                dead_reason TEXT,
+                dead_at INTEGER
             )",
         )
         .execute(&pool)
@@ -98,6 +135,7 @@ impl EmbeddedQueue {
         .execute(&pool)
         .await
         .map_err(err)?;
+        add_dead_at(&pool).await?;
         Ok(EmbeddedQueue {
             pool,
             cfg,
@@ -105,15 +143,11 @@ impl EmbeddedQueue {
         })
     }
 
-    async fn claim(
-        &self,
-        class: &JobClass,
-        max: usize,
-    ) -> Result<Vec<Box<dyn Delivery>>, QueueError> {
+    async fn claim(&self, class: &JobClass, max: usize) -> Received {
         let now = now_ms();
         // Crash-loop guard: a message delivered too often without an outcome goes to the DLQ.
         sqlx::query(
-            "UPDATE queue_messages SET state = 'dead', lease_token = NULL, \
+            "UPDATE queue_messages SET state = 'dead', lease_token = NULL, dead_at = $2, \
              dead_reason = 'delivered ' || receive_count || ' times without an outcome (worker crash loop?)' \
              WHERE class = $1 AND state = 'ready' AND visible_at <= $2 AND receive_count >= $3",
         )
@@ -160,10 +194,6 @@ impl JobQueue for EmbeddedQueue {
         "embedded"
     }
 
-    async fn declare(&self, _classes: &[JobClass]) -> Result<(), QueueError> {
-        Ok(()) // one table holds every class
-    }
-
     async fn publish(&self, class: &JobClass, body: &[u8]) -> Result<(), QueueError> {
         let now = now_ms();
         sqlx::query(
@@ -179,12 +209,7 @@ impl JobQueue for EmbeddedQueue {
         Ok(())
     }
 
-    async fn receive(
-        &self,
-        class: &JobClass,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Box<dyn Delivery>>, QueueError> {
+    async fn receive(&self, class: &JobClass, max: usize, wait: Duration) -> Received {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.published.notified();
@@ -198,160 +223,11 @@ impl JobQueue for EmbeddedQueue {
         }
     }
 
-    async fn depth(&self, class: &JobClass) -> Result<Depth, QueueError> {
-        let now = now_ms();
-        let r = sqlx::query(
-            "SELECT \
-               COALESCE(SUM(CASE WHEN state = 'ready' AND visible_at <= $2 THEN 1 ELSE 0 END), 0) AS ready, \
-               COALESCE(SUM(CASE WHEN state = 'ready' AND visible_at > $2 AND lease_token IS NOT NULL THEN 1 ELSE 0 END), 0) AS in_flight, \
-               COALESCE(SUM(CASE WHEN state = 'ready' AND visible_at > $2 AND lease_token IS NULL THEN 1 ELSE 0 END), 0) AS delayed, \
-               COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0) AS dlq, \
-               MIN(CASE WHEN state = 'ready' AND visible_at <= $2 THEN enqueued_at END) AS oldest \
-             FROM queue_messages WHERE class = $1",
-        )
-        .bind(class.as_str())
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(err)?;
-        let n = |c: &str| u64::try_from(r.get::<i64, _>(c)).unwrap_or(0);
-        let oldest: Option<i64> = r.get("oldest");
-        Ok(Depth {
-            ready: n("ready"),
-            in_flight: Some(n("in_flight")),
-            delayed: n("delayed"),
-            dlq: n("dlq"),
-            oldest_age_seconds: oldest.map(|t| (now - t).max(0) as f64 / 1000.0),
-        })
-    }
-
-    async fn dead_letters(
-        &self,
-        class: &JobClass,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, QueueError> {
-        let rows = sqlx::query(
-            "SELECT body, dead_reason FROM queue_messages WHERE class = $1 AND state = 'dead' \
-             ORDER BY id LIMIT $2",
-        )
-        .bind(class.as_str())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DeadLetter {
-                body: String::from_utf8_lossy(&r.get::<Vec<u8>, _>("body")).into_owned(),
-                reason: r
-                    .get::<Option<String>, _>("dead_reason")
-                    .unwrap_or_default(),
-            })
-            .collect())
-    }
-
     async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
             .map_err(err)?;
         Ok(())
-    }
-}
-
-/// A leased embedded message.
-struct EmbeddedDelivery {
-    pool: SqlitePool,
-    id: i64,
-    body: Vec<u8>,
-    receive_count: i64,
-    token: String,
-    published: Arc<Notify>,
-}
-
-impl EmbeddedDelivery {
-    /// Runs a lease-guarded update; a lost lease is an error, so the caller knows its outcome did not count.
-    async fn guarded<'q>(
-        &self,
-        q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    ) -> Result<(), QueueError> {
-        let n = q.execute(&self.pool).await.map_err(err)?.rows_affected();
-        if n == 0 {
-            return Err(QueueError::Backend(format!(
-                "lease of message {} was lost (expired and taken by another consumer)",
-                self.id
-            )));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Delivery for EmbeddedDelivery {
-    fn body(&self) -> &[u8] {
-        &self.body
-    }
-
-    fn delivery_count(&self) -> u32 {
-        u32::try_from(self.receive_count).unwrap_or(u32::MAX)
-    }
-
-    async fn ack(self: Box<Self>) -> Result<(), QueueError> {
-        let q = sqlx::query("DELETE FROM queue_messages WHERE id = $1 AND lease_token = $2")
-            .bind(self.id)
-            .bind(&self.token);
-        self.guarded(q).await
-    }
-
-    async fn retry_after(
-        self: Box<Self>,
-        delay: Duration,
-        body: Vec<u8>,
-    ) -> Result<(), QueueError> {
-        // Our own attempt count lives in the new body, so the broker-side receive count starts over.
-        let q = sqlx::query(
-            "UPDATE queue_messages SET body = $3, visible_at = $4, lease_token = NULL, delayed = 1, \
-             receive_count = 0 WHERE id = $1 AND lease_token = $2",
-        )
-        .bind(self.id)
-        .bind(&self.token)
-        .bind(body)
-        .bind(now_ms() + ms(delay));
-        self.guarded(q).await
-    }
-
-    async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), QueueError> {
-        let q = sqlx::query(
-            "UPDATE queue_messages SET state = 'dead', dead_reason = $3, lease_token = NULL \
-             WHERE id = $1 AND lease_token = $2",
-        )
-        .bind(self.id)
-        .bind(&self.token)
-        .bind(reason);
-        self.guarded(q).await
-    }
-
-    async fn release(self: Box<Self>) -> Result<(), QueueError> {
-        let q = sqlx::query(
-            // A hand-back is not a failed delivery: the receive count goes back to what it was.
-            "UPDATE queue_messages SET visible_at = $3, lease_token = NULL, \
-             receive_count = MAX(receive_count - 1, 0) WHERE id = $1 AND lease_token = $2",
-        )
-        .bind(self.id)
-        .bind(&self.token)
-        .bind(now_ms());
-        self.guarded(q).await?;
-        self.published.notify_waiters();
-        Ok(())
-    }
-
-    async fn extend_lease(&self, lease: Duration) -> Result<(), QueueError> {
-        let q = sqlx::query(
-            "UPDATE queue_messages SET visible_at = $3 WHERE id = $1 AND lease_token = $2",
-        )
-        .bind(self.id)
-        .bind(&self.token)
-        .bind(now_ms() + ms(lease));
-        self.guarded(q).await
     }
 }

@@ -17,8 +17,8 @@ use anyhow::Context;
 use futures::StreamExt;
 use sqlx::Executor;
 
-use crate::cache::MediaCache;
-use crate::config::{CacheSettings, CacheUrl, DbUrl};
+use mediafleet::cache::MediaCache;
+use mediafleet::config::{CacheSettings, CacheUrl, DbUrl};
 
 /// Arguments of `bench cache`.
 #[derive(Debug, clap::Args)]
@@ -54,7 +54,7 @@ async fn seed(pg: &str, db: &str, n: usize) -> anyhow::Result<String> {
     conn.execute(format!("CREATE DATABASE {db}").as_str())
         .await?;
     let url = format!("{pg}/{db}");
-    let records = crate::db::Records::connect(&DbUrl::Postgres(url.clone()), None).await?;
+    let records = mediafleet::db::Records::connect(&DbUrl::Postgres(url.clone()), None).await?;
     records.migrate().await?;
     let pool = sqlx::PgPool::connect(&url).await?;
     pool.execute(
@@ -99,7 +99,7 @@ fn warm(
     batch: usize,
     data: &std::path::Path,
 ) -> anyhow::Result<f64> {
-    let out = Command::new(std::env::current_exe()?)
+    let out = Command::new(crate::mediafleet_exe()?)
         .args([
             "ops",
             "warm",
@@ -196,12 +196,12 @@ async fn bench(
     tag: &str,
     data: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let records = crate::db::Records::connect(&DbUrl::Postgres(db.to_owned()), None).await?;
+    let records = mediafleet::db::Records::connect(&DbUrl::Postgres(db.to_owned()), None).await?;
     let mut ids = Vec::with_capacity(a.media);
     let mut after: Option<String> = None;
     loop {
         let page = records
-            .scope_page(&crate::db::WarmScope::All, after.as_deref(), 5000)
+            .scope_page(&mediafleet::db::WarmScope::All, after.as_deref(), 5000)
             .await?;
         let Some(next) = page.next else { break };
         ids.extend(page.rows.iter().map(|(r, _)| r.id.clone()));

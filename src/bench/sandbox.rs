@@ -7,11 +7,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mediafleet_proto::Profile;
 use mediafleet_workers::Limits;
 
-use crate::sandbox::Sandbox;
+use mediafleet::sandbox::Sandbox;
 
 /// Arguments of `bench sandbox`.
 #[derive(Debug, clap::Args)]
@@ -33,10 +32,8 @@ pub async fn run(args: BenchSandboxArgs) -> anyhow::Result<()> {
         args.input.display()
     );
     let memory = 4 << 30;
-    let cold = Sandbox::current_exe(memory)
-        .context("locating the mediafleet binary")?
-        .with_warm_children(0);
-    let warm = Sandbox::current_exe(memory)?.with_warm_children(1);
+    let cold = Sandbox::with_exe(crate::mediafleet_exe()?, memory).with_warm_children(0);
+    let warm = Sandbox::with_exe(crate::mediafleet_exe()?, memory).with_warm_children(1);
     warm.prewarm(None);
     let inline = Sandbox::in_process(memory);
     let profile = Profile::default_profile();
@@ -78,7 +75,7 @@ pub async fn run(args: BenchSandboxArgs) -> anyhow::Result<()> {
         "input: {}  jobs per side: {}  layers: {}",
         args.input.display(),
         args.runs,
-        crate::sandbox::last_layers().unwrap_or_else(|| "(not reported)".into())
+        mediafleet::sandbox::last_layers().unwrap_or_else(|| "(not reported)".into())
     );
     println!(
         "{:<36} {:>10} {:>10} {:>14}",

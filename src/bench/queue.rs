@@ -23,10 +23,10 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
-use crate::queue::embedded::{EmbeddedConfig, EmbeddedQueue};
-use crate::queue::rabbitmq::{RabbitConfig, RabbitQueue};
-use crate::queue::sqs::{SqsConfig, SqsQueue};
-use crate::queue::{JobClass, JobQueue};
+use mediafleet::queue::embedded::{EmbeddedConfig, EmbeddedQueue};
+use mediafleet::queue::rabbitmq::{RabbitConfig, RabbitQueue};
+use mediafleet::queue::sqs::{SqsConfig, SqsQueue};
+use mediafleet::queue::{JobClass, JobQueue, QueueAdmin};
 use mediafleet_proto::envelope::CacheWarm;
 use mediafleet_proto::{Envelope, Job};
 
@@ -374,19 +374,21 @@ async fn raw_lapin(
             FieldTable::default(),
         )
         .await?;
-    let done = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    while done.load(Ordering::Relaxed) + tasks.len() < n {
+    // Count deliveries taken, not `done + tasks.len()`: a task that has finished but is not joined yet would
+    // be counted twice, and the loop would stop before the last deliveries were taken.
+    let mut taken = 0;
+    while taken < n {
         let Some(d) = consumer.next().await else {
             anyhow::bail!("raw consumer cancelled");
         };
         let d = d?;
-        let (pool, table, done) = (pool.clone(), table.to_owned(), done.clone());
+        taken += 1;
+        let (pool, table) = (pool.clone(), table.to_owned());
         tasks.spawn(async move {
             job(&pool, &table, &d.data).await?;
             d.acker.ack(BasicAckOptions::default()).await?;
-            done.fetch_add(1, Ordering::Relaxed);
             anyhow::Ok(())
         });
         while let Some(r) = tasks.try_join_next() {

@@ -50,8 +50,8 @@ pub fn run(args: &BenchImageArgs) -> ExitCode {
 
 fn run_inner(args: &BenchImageArgs) -> anyhow::Result<()> {
     let photos = collect(&args.photos)?;
-    let full = std::env::current_exe().context("locating the mediafleet binary")?;
-    let lean = full.with_file_name(crate::sandbox::IMAGE_CHILD);
+    let full = crate::mediafleet_exe()?;
+    let lean = full.with_file_name(mediafleet::sandbox::IMAGE_CHILD);
     let exe = if !args.full && lean.is_file() {
         lean
     } else {
