@@ -41,4 +41,5 @@ pub mod sandbox;
 pub mod scale;
 pub mod storage;
 pub mod telemetry;
+pub mod trace;
 pub mod webhook;

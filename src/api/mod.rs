@@ -109,6 +109,9 @@ pub fn router(state: AppState) -> Router {
         ))
         // Outside the guard, so refused requests (401, 403, 429) are counted too.
         .layer(axum::middleware::from_fn(count_request))
+        // Every request runs under a W3C trace context (taken from `traceparent` or started) that the jobs
+        // it enqueues carry to the workers; the answer carries it back.
+        .layer(axum::middleware::from_fn(crate::trace::layer))
         // Upload bodies are streamed to disk with our own per-kind limits, so axum's 2 MB default is off.
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -493,6 +493,7 @@ pub async fn complete(
         .await?
     {
         st.uploads.committed();
+        crate::scale::metrics::upload_bytes(uploaded.bytes);
         return Ok(status(MediaStatus::Uploading));
     }
     // Another complete got in first, or the expiry sweep claimed it meanwhile: answer what it is now.

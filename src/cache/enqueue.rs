@@ -16,7 +16,8 @@ pub async fn publish_warm(
 ) -> Result<(), QueueError> {
     let id = uuid::Uuid::parse_str(media_id)
         .map_err(|e| QueueError::Config(format!("media id {media_id:?} is not a UUID: {e}")))?;
-    let env = Envelope::new(id, &Job::CacheWarm(CacheWarm { version }));
+    let mut env = Envelope::new(id, &Job::CacheWarm(CacheWarm { version }));
+    crate::trace::inherit(&mut env);
     let class = JobClass::new(crate::routing::class_for(
         mediafleet_proto::JobKind::CacheWarm,
         None,

@@ -88,6 +88,8 @@ mod tests {
             ("ops.rs", include_str!("ops.rs")),
             ("outbox.rs", include_str!("outbox.rs")),
             ("reprocess.rs", include_str!("reprocess.rs")),
+            ("retention.rs", include_str!("retention.rs")),
+            ("steer.rs", include_str!("steer.rs")),
             ("uploads.rs", include_str!("uploads.rs")),
             ("work.rs", include_str!("work.rs")),
             ("../scale/store.rs", include_str!("../scale/store.rs")),

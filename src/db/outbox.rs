@@ -52,7 +52,7 @@ impl OutboxJob {
         let id: mediafleet_proto::MediaId = id.into();
         use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, JobKind, MediaKind, Stage};
         let stage = (kind == MediaKind::Video).then_some(Stage::Poster);
-        let env = Envelope::new(
+        let mut env = Envelope::new(
             id,
             &Job::MediaProcess(MediaProcess {
                 source_key: source_key.to_owned(),
@@ -60,6 +60,7 @@ impl OutboxJob {
                 stage,
             }),
         );
+        crate::trace::inherit(&mut env);
         OutboxJob {
             class: crate::routing::class_for(JobKind::MediaProcess, stage, Some(kind)).into(),
             body: env.to_bytes(),
@@ -82,7 +83,7 @@ impl OutboxJob {
     ) -> Self {
         let id: mediafleet_proto::MediaId = id.into();
         use mediafleet_proto::{envelope::MediaProcess, Envelope, Job, Stage};
-        let env = Envelope::new(
+        let mut env = Envelope::new(
             id,
             &Job::MediaProcess(MediaProcess {
                 source_key: source_key.to_owned(),
@@ -90,6 +91,7 @@ impl OutboxJob {
                 stage: Some(Stage::Transcode),
             }),
         );
+        crate::trace::inherit(&mut env);
         OutboxJob {
             class: crate::routing::class_for(
                 mediafleet_proto::JobKind::MediaProcess,
@@ -104,6 +106,8 @@ impl OutboxJob {
 
     /// Any job, on `class`.
     pub fn new(class: &str, env: &mediafleet_proto::Envelope) -> Self {
+        let mut env = env.clone();
+        crate::trace::inherit(&mut env);
         OutboxJob {
             class: class.to_owned(),
             body: env.to_bytes(),

@@ -102,8 +102,14 @@ impl Handler for MediaHandler {
             Ok(parsed) => parsed,
             Err(reason) => return self.unreadable(work, reason).await,
         };
-        let span = tracing::info_span!("job", job_id = %env.job_id, media_id = %env.media_id, kind = %env.kind, attempt);
-        self.run(work, env, attempt).instrument(span).await
+        // The job runs under the trace context its producer sent (or a new one): its log lines carry the
+        // trace id, and the jobs it enqueues carry the context on.
+        let tp = crate::trace::of(&env)
+            .map(str::to_owned)
+            .unwrap_or_else(crate::trace::start);
+        let trace_id = crate::trace::trace_id(&tp).unwrap_or_default().to_owned();
+        let span = tracing::info_span!("job", job_id = %env.job_id, media_id = %env.media_id, kind = %env.kind, attempt, trace_id);
+        crate::trace::scope(tp, self.run(work, env, attempt).instrument(span)).await
     }
 
     async fn panicked(&self, work: &Work) -> Outcome {
@@ -128,6 +134,7 @@ impl Handler for MediaHandler {
             Stopped::LeaseLost(why) => ("lease_lost", Some((ErrorCode::Internal, why.as_str()))),
         };
         let err = err.map(|(c, m)| (c.as_str(), m));
+        crate::scale::observe::attempt_ended(&work.class, &env.kind, label, err.map(|e| e.0));
         let _ = self
             .ctx
             .records
@@ -257,6 +264,7 @@ impl MediaHandler {
         };
         let label = ending.outcome.label();
         let err = ending.error.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
+        crate::scale::observe::attempt_ended(&work.class, &env.kind, label, err.map(|e| e.0));
         if let Err(e) = ctx
             .records
             .finish_attempt(&job_id, attempt, label, err)
@@ -284,6 +292,12 @@ impl MediaHandler {
         };
         let ending = self.retry_or_exhaust(&env, attempt, code, message).await;
         let err = ending.error.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
+        crate::scale::observe::attempt_ended(
+            &work.class,
+            &env.kind,
+            ending.outcome.label(),
+            err.map(|e| e.0),
+        );
         let _ = self
             .ctx
             .records

@@ -41,8 +41,11 @@ pub(super) async fn notify(
         .resolve(&host, addr)
         .build()
         .map_err(|e| JobError::transient(ErrorCode::Internal, e))?;
-    let res = client
-        .post(url.clone())
+    let mut req = client.post(url.clone());
+    if let Some(tp) = crate::trace::current() {
+        req = req.header(crate::trace::TRACEPARENT, crate::trace::next_hop(&tp));
+    }
+    let res = req
         .header("content-type", "application/json")
         .header("user-agent", "mediafleet-webhook/1")
         .header(

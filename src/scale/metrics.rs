@@ -36,6 +36,8 @@ pub const DESIRED_WORKERS: &str = "mediafleet_desired_workers";
 pub const CURRENT_WORKERS: &str = "mediafleet_current_workers";
 /// Jobs ended, by class and status (`ok`, `failed`, `retry`, `dead_letter`).
 pub const JOBS_TOTAL: &str = "mediafleet_jobs_total";
+/// Job attempts ended, by class, job kind, outcome and error code (registered in `observe`).
+pub const JOB_ATTEMPTS: &str = "mediafleet_job_attempts_total";
 /// Wall-clock seconds of one job, by class.
 pub const JOB_DURATION: &str = "mediafleet_job_duration_seconds";
 /// Statements the database refused (a bug to fix, not an outage to wait out).

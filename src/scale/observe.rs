@@ -70,6 +70,30 @@ impl crate::runtime::Observer for WorkerObserver {
     }
 }
 
+/// [`super::metrics::JOB_ATTEMPTS`]: every attempt's end by class, job kind, outcome and error code.
+static JOB_ATTEMPTS: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(
+    || {
+        let c = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            metrics::JOB_ATTEMPTS,
+            "Job attempts ended, by class, job kind, outcome and error code (`none` when it succeeded)",
+        ),
+        &["class", "kind", "outcome", "code"],
+    )
+    .expect("valid counter definition");
+        let _ = METRICS.registry.register(Box::new(c.clone()));
+        c
+    },
+);
+
+/// Counts one attempt's end: `outcome` as recorded with the attempt (`ok`, `failed`, `retry`, `outage`,
+/// `dead_letter`, `released`, `lease_lost`), `code` the error code or `None`.
+pub fn attempt_ended(class: &JobClass, kind: &str, outcome: &str, code: Option<&str>) {
+    JOB_ATTEMPTS
+        .with_label_values(&[class.as_str(), kind, outcome, code.unwrap_or("none")])
+        .inc();
+}
+
 /// `mediafleet_receive_failures_total{class}`: receives that failed or panicked (the puller pauses and goes on).
 static RECEIVE_FAILURES: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(
     || {
