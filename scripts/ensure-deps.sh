@@ -26,6 +26,9 @@ if [ "${1:-}" = "--services" ]; then
   command -v strace >/dev/null 2>&1 || need_apt+=(strace)
   # The chaos tests: `ip netns` and veth pairs (tests/chaos_partition.rs).
   command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+  # The /ops dashboard test drives headless Chromium through ChromeDriver (tests/ops_dashboard.rs).
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${need_apt[*]}" >&2

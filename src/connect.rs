@@ -113,10 +113,11 @@ pub async fn queue_and_admin_declared(
     Ok((queue, admin))
 }
 
-/// The standard classes.
+/// The queues every deployment declares: the standard classes and their bulk lanes.
 pub fn standard_classes() -> Vec<JobClass> {
     JobClass::STANDARD
         .iter()
+        .chain(JobClass::BULK_LANES.iter())
         .map(|c| JobClass::new(c).expect("standard class names are valid"))
         .collect()
 }

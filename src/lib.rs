@@ -9,7 +9,7 @@
 //! - [`runtime`]: the generic worker loop: pull within a concurrency budget, lease heartbeats, panic
 //!   boundary, time limit, drain on shutdown; it applies the [`runtime::Outcome`] a [`runtime::Handler`]
 //!   returns and reports to an [`runtime::Observer`]. Scratch directories and byte budgets.
-//! - [`api`]: the HTTP api (axum): uploads, media, renditions, health.
+//! - [`api`]: the HTTP api (axum): uploads, media, renditions, health, and the `/ops` dashboard.
 //! - [`jobs`]: what each job kind does, and [`jobs::MediaHandler`], the media rules around them (attempts,
 //!   failing a media and warming its cache entry, retries and outage waits); the reaper.
 //! - [`sandbox`]: runs `workers::process` in a child process with rlimits and a timeout.

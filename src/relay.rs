@@ -215,11 +215,11 @@ impl Relay {
 
     async fn announce(&self) -> Result<(), crate::db::DbError> {
         let mut wrote = false;
-        for (id, status, version, callback) in self.records.unannounced(BATCH).await? {
+        for (id, status, version, callback, traceparent) in self.records.unannounced(BATCH).await? {
             let url = callback.or_else(|| self.webhook_url.clone());
             let job = match (url, uuid::Uuid::parse_str(&id)) {
                 (Some(url), Ok(media_id)) if self.webhooks_enabled => {
-                    let env = Envelope::new(
+                    let mut env = Envelope::new(
                         media_id,
                         &Job::NotifyWebhook(NotifyWebhook {
                             url,
@@ -227,6 +227,14 @@ impl Relay {
                             version,
                         }),
                     );
+                    // The webhook joins the trace of the request that made the media (the relay's own
+                    // sweep has none).
+                    if let Some(tp) = traceparent.filter(|t| crate::trace::valid(t)) {
+                        env.trace.insert(
+                            crate::trace::TRACEPARENT.to_owned(),
+                            crate::trace::next_hop(&tp),
+                        );
+                    }
                     Some(OutboxJob {
                         class: "notify".into(),
                         body: env.to_bytes(),

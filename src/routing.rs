@@ -2,7 +2,7 @@
 //! media's kind. Every producer calls [`class_for`]; the worker records the class it took a job from with the
 //! job's attempt, so nothing has to invert this table (the scaler counts open attempts by that class).
 
-use mediafleet_proto::{JobKind, MediaKind, Stage};
+use mediafleet_proto::{JobKind, Lane, MediaKind, Stage};
 
 /// The class of a job. `media` is the kind of the media the job is about, where the producer knows it.
 ///
@@ -19,6 +19,34 @@ pub fn class_for(kind: JobKind, stage: Option<Stage>, media: Option<MediaKind>) 
         (JobKind::MediaValidate, ..) => "image",
         (JobKind::CacheWarm, ..) => "cache",
         (JobKind::NotifyWebhook, ..) => "notify",
+    }
+}
+
+/// The queue of a job in `lane`: the class itself for live work, its bulk lane (`image-bulk`) for bulk work.
+pub fn queue_for(
+    kind: JobKind,
+    stage: Option<Stage>,
+    media: Option<MediaKind>,
+    lane: Lane,
+) -> String {
+    in_lane(class_for(kind, stage, media), lane)
+}
+
+/// `class` in `lane`: `image` → `image` (live) or `image-bulk` (bulk). A class already in its bulk lane
+/// stays there.
+pub fn in_lane(class: &str, lane: Lane) -> String {
+    match lane {
+        Lane::Live => class.to_owned(),
+        Lane::Bulk if class.ends_with(Lane::BULK_SUFFIX) => class.to_owned(),
+        Lane::Bulk => format!("{class}{}", Lane::BULK_SUFFIX),
+    }
+}
+
+/// The live class and lane of a queue name: `image-bulk` → (`image`, bulk), `image` → (`image`, live).
+pub fn lane_of(queue: &str) -> (&str, Lane) {
+    match queue.strip_suffix(Lane::BULK_SUFFIX) {
+        Some(live) if !live.is_empty() => (live, Lane::Bulk),
+        _ => (queue, Lane::Live),
     }
 }
 
@@ -60,6 +88,20 @@ pub fn every_route() -> Vec<(JobKind, Option<Stage>, Option<MediaKind>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lanes_round_trip() {
+        for (kind, stage, media) in every_route() {
+            let live = class_for(kind, stage, media);
+            let bulk = queue_for(kind, stage, media, Lane::Bulk);
+            assert_eq!(bulk, format!("{live}-bulk"));
+            assert_eq!(lane_of(&bulk), (live, Lane::Bulk));
+            assert_eq!(lane_of(live), (live, Lane::Live));
+            assert_eq!(in_lane(&bulk, Lane::Bulk), bulk, "a bulk queue stays bulk");
+            assert_eq!(queue_for(kind, stage, media, Lane::Live), live);
+        }
+        assert_eq!(lane_of("-bulk"), ("-bulk", Lane::Live));
+    }
 
     #[test]
     fn the_table() {

@@ -171,6 +171,7 @@ fn options(dir: &std::path::Path, concurrency: usize) -> RuntimeOptions {
         drain_timeout: Duration::from_secs(10),
         lease: Duration::from_secs(10),
         scratch_dir: dir.to_path_buf(),
+        bulk_share: 0.0,
     }
 }
 

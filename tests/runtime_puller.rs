@@ -101,6 +101,7 @@ async fn a_receive_that_panics_or_fails_does_not_stop_the_class() {
             drain_timeout: Duration::from_secs(2),
             lease: Duration::from_secs(5),
             scratch_dir: dir.path().join("scratch"),
+            bulk_share: 0.0,
         },
     );
     let shutdown = CancellationToken::new();

@@ -268,6 +268,7 @@ async fn webhook_is_signed_and_retried_after_a_500() {
                 .part("file", part);
             let r = reqwest::Client::new()
                 .post(format!("{base}/v1/uploads"))
+                .header("traceparent", UPLOAD_TRACE)
                 .multipart(form)
                 .send()
                 .await
@@ -316,7 +317,20 @@ async fn webhook_is_signed_and_retried_after_a_500() {
     assert_eq!(body["id"], id);
     assert_eq!(body["status"], "ready");
     assert_eq!(body["external_id"], "hooked");
+    // The relay announced it long after the upload's request ended; the webhook still joins its trace.
+    for h in &hooks {
+        let trace_id = h.traceparent.split('-').nth(1);
+        assert_eq!(
+            trace_id,
+            UPLOAD_TRACE.split('-').nth(1),
+            "the webhook is not in the upload's trace: {:?}",
+            h.traceparent
+        );
+    }
 }
+
+/// The trace context the webhook test's upload is sent with.
+const UPLOAD_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 #[tokio::test]
 async fn a_webhook_that_keeps_failing_is_dead_lettered_after_max_attempts() {

@@ -44,12 +44,48 @@ pub struct Envelope {
     /// W3C trace context (`traceparent`, `tracestate`), carried so logs of api and worker join up.
     #[serde(default)]
     pub trace: BTreeMap<String, String>,
+    /// The lane the job travels in: `live` (the default, left out on the wire) or `bulk` (replays,
+    /// reprocesses and backfills, which workers take only when live work is idle; see [`Lane`]). The stages
+    /// and cache warms a job enqueues stay in its lane.
+    #[serde(default, skip_serializing_if = "Lane::is_live")]
+    pub lane: Lane,
     /// Kind-specific payload; see [`Job`].
     #[serde(default)]
     pub payload: serde_json::Value,
     /// Fields written by a newer producer that this build does not know; kept so a retry re-sends them.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// The lane of a job. Every class has two queues: its live lane (`image`) and its bulk lane (`image-bulk`).
+/// Uploads travel live; replays, reprocesses and backfills travel bulk, so a backfill of 100 000 media queues
+/// behind nothing a user waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    /// Work someone waits for (uploads).
+    #[default]
+    Live,
+    /// Work nobody waits for (replays, reprocesses, backfills).
+    Bulk,
+}
+
+impl Lane {
+    /// The suffix of a class's bulk-lane queue: `image` → `image-bulk`.
+    pub const BULK_SUFFIX: &'static str = "-bulk";
+
+    /// Whether this is the live lane (the wire leaves it out).
+    pub fn is_live(&self) -> bool {
+        *self == Lane::Live
+    }
+
+    /// The wire name: `live` or `bulk`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Live => "live",
+            Lane::Bulk => "bulk",
+        }
+    }
 }
 
 /// The job kinds this build understands.
@@ -204,6 +240,7 @@ impl Envelope {
             attempt: 1,
             enqueued_at: Utc::now(),
             trace: BTreeMap::new(),
+            lane: Lane::Live,
             payload: payload.unwrap_or(serde_json::Value::Null),
             extra: BTreeMap::new(),
         }

@@ -15,7 +15,7 @@ pub mod envelope;
 pub mod media;
 pub mod profile;
 
-pub use envelope::{Envelope, Job, JobKind, ParseError, Stage, ENVELOPE_VERSION};
+pub use envelope::{Envelope, Job, JobKind, Lane, ParseError, Stage, ENVELOPE_VERSION};
 pub use media::{ErrorCode, MediaId, MediaKind, MediaStatus};
 pub use profile::{
     AudioProfile, AudioSpec, Crop, Fit, HlsSpec, Mp4Spec, OutputFormat, PeaksSpec, PosterSpec,

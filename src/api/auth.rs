@@ -4,7 +4,8 @@
 //!   never silently ignored). The key's id becomes the request's [`Caller`], the scope of its
 //!   `Idempotency-Key`s.
 //! - Without a key: `/v1/` routes answer 401 when keys are required (configured, or `--listen` is not a
-//!   loopback address). Health, metrics and `/openapi.json` are always open.
+//!   loopback address). `/metrics` and the `/ops` dashboard follow the same rule; health and `/openapi.json`
+//!   are always open.
 //! - Rendition routes follow `[auth] renditions`: `public` serves anyone; `private` needs a key or a query
 //!   signed by the app's backend: `?expires=<unix>&signature=<hex HMAC-SHA256(secret, "<path>\n<expires>")>`.
 
@@ -164,8 +165,10 @@ pub async fn guard(
     next: Next,
 ) -> Result<Response, ApiError> {
     let path = req.uri().path().to_owned();
-    // `/metrics` is guarded like the API: open on a loopback api without keys, behind a key otherwise.
-    if !path.starts_with("/v1/") && path != "/metrics" {
+    // `/metrics` and the `/ops` dashboard are guarded like the API: open on a loopback api without keys,
+    // behind a key otherwise.
+    let dashboard = path == "/ops" || path.starts_with("/ops/");
+    if !path.starts_with("/v1/") && path != "/metrics" && !dashboard {
         return Ok(next.run(req).await);
     }
     let caller = match bearer(req.headers()) {

@@ -82,7 +82,7 @@ pub struct ErrorDetail {
     /// Stable code.
     #[schema(value_type = String, example = "not_found")]
     #[schema(
-        pattern = "^(bad_request|unauthorized|not_found|too_large_bytes|unsupported_media_type|idempotency_conflict|conflict|unavailable)$"
+        pattern = "^(bad_request|unauthorized|not_found|too_large_bytes|unsupported_media_type|idempotency_conflict|conflict|forbidden|unavailable)$"
     )]
     pub code: &'static str,
     /// For people; may change.

@@ -1,5 +1,5 @@
-//! The HTTP api (axum): uploads, media, renditions, health. Handlers live one concern per file; SQL stays
-//! in `db`, storage calls in `storage`.
+//! The HTTP api (axum): uploads, media, renditions, health, and the operations dashboard (`ops`). Handlers
+//! live one concern per file; SQL stays in `db`, storage calls in `storage`.
 
 mod auth;
 mod auth_throttle;
@@ -10,6 +10,7 @@ mod idempotency;
 mod list;
 mod media;
 mod openapi;
+mod ops;
 mod presign;
 mod renditions;
 mod reprocess;
@@ -33,6 +34,7 @@ use utoipa_axum::routes;
 pub use auth::{sign_rendition, signed_query_ok};
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
+pub use ops::{OpsActions, OpsState, Redriven, Replayed, SkippedMedia, OPS_HEADER};
 pub use upload_form::{read_upload_form, UploadFormSummary};
 pub use upload_state::{is_loopback, UploadState};
 
@@ -75,6 +77,8 @@ pub struct AppState {
     pub reader: crate::media_object::MediaReader,
     /// Upload, auth and webhook state (direct uploads, relay wake-up, upload slots).
     pub uploads: Arc<UploadState>,
+    /// The operations dashboard (`/ops`): its history, the queue admin and the replay/redrive actions.
+    pub ops: Arc<OpsState>,
 }
 
 /// Largest JSON body of the presign and complete routes (a 10,000-part complete fits).
@@ -97,6 +101,10 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .routes(routes!(openapi::openapi))
+        .routes(routes!(ops::dashboard))
+        .routes(routes!(ops::status))
+        .routes(routes!(ops::replay))
+        .routes(routes!(ops::redrive))
 }
 
 /// The router with every route.

@@ -33,6 +33,7 @@ use super::error::ErrorBody;
         (name = "media", description = "Media objects"),
         (name = "renditions", description = "Rendition bytes, at stable routes"),
         (name = "health", description = "Liveness, readiness and this document (no key needed)"),
+        (name = "ops", description = "The operations dashboard: the page, its figures, replay and redrive (open on a loopback api without keys, behind a key otherwise)"),
     )
 )]
 struct ApiDoc;

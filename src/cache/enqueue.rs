@@ -8,20 +8,24 @@ use mediafleet_proto::{Envelope, Job};
 
 use crate::queue::{JobClass, JobQueue, QueueError};
 
-/// Publishes a `cache.warm` job for `media_id` at `version` on the `cache` class.
+/// Publishes a `cache.warm` job for `media_id` at `version` on the `cache` class, in `lane` (`cache` or
+/// `cache-bulk`).
 pub async fn publish_warm(
     queue: &dyn JobQueue,
     media_id: &str,
     version: i64,
+    lane: mediafleet_proto::Lane,
 ) -> Result<(), QueueError> {
     let id = uuid::Uuid::parse_str(media_id)
         .map_err(|e| QueueError::Config(format!("media id {media_id:?} is not a UUID: {e}")))?;
     let mut env = Envelope::new(id, &Job::CacheWarm(CacheWarm { version }));
     crate::trace::inherit(&mut env);
-    let class = JobClass::new(crate::routing::class_for(
+    env.lane = lane;
+    let class = JobClass::new(&crate::routing::queue_for(
         mediafleet_proto::JobKind::CacheWarm,
         None,
         None,
+        lane,
     ))?;
     queue.publish(&class, &env.to_bytes()).await
 }

@@ -1,13 +1,16 @@
 //! The `mediafleet` command line. Each subcommand lives in its own file; this is the only layer that uses
 //! `anyhow`. Logs go to stderr; JSON answers to stdout.
 
+mod ops_actions;
 mod ops_dlq;
 mod ops_failed;
 mod ops_keys;
+mod ops_scale;
 mod ops_status;
 mod ops_steer;
 mod ops_warm;
 mod process;
+mod progress;
 mod scale;
 mod serve;
 mod uploads_boot;
@@ -78,8 +81,9 @@ enum OpsAction {
     /// Per class: queue depth, dead letters, oldest age, the scaler's desired and live workers; failures of
     /// the last hour by code.
     Status(ops_status::StatusArgs),
-    /// The scaler's decision per class, with its inputs (depth, arrival rate, cost per job, backlog).
-    Scale(ops_status::StatusArgs),
+    /// The scaler's decision per class, with its inputs (depth, arrival rate, cost per job, backlog);
+    /// `--class C --workers N [--for D]` overrides it (a running fleet follows), `--class C --auto` ends that.
+    Scale(ops_scale::ScaleArgs),
     /// Live workers (fresh heartbeats): id, host, classes, version, jobs in flight, last seen.
     Workers(ops_status::StatusArgs),
     /// Failed media: `list` (filter by code, time, kind) and `show ID` (every attempt).
@@ -168,7 +172,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             OpsAction::Keys { action } => ops_keys::run(settings, action).await,
             OpsAction::Status(a) => ops_status::status(settings, a).await,
             OpsAction::Workers(a) => ops_status::workers(settings, a).await,
-            OpsAction::Scale(a) => ops_status::scale(settings, a).await,
+            OpsAction::Scale(a) => ops_scale::run(settings, a).await,
             OpsAction::Failed { action } => ops_failed::failed(settings, action).await,
             OpsAction::Replay(a) => ops_failed::replay(settings, a).await,
             OpsAction::Reprocess(a) => ops_failed::reprocess(settings, a).await,

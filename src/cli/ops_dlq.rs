@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::ops_failed::one_line;
 use crate::config::Settings;
-use crate::queue::{DeadLetter, JobClass};
+use crate::db::Records;
+use crate::queue::{DeadLetter, JobClass, SharedAdmin};
 
 /// Flags every `ops dlq` action takes.
 #[derive(Debug, clap::Args)]
@@ -158,38 +159,16 @@ pub async fn run(s: Settings, action: DlqAction) -> anyhow::Result<()> {
         }
         DlqAction::Redrive { ids, args } => {
             let wanted = (!ids.is_empty()).then_some(ids.as_slice());
-            // Peek first, so media failed with these jobs wait for them again before they are visible.
-            let dead = match wanted {
-                Some(ids) => {
-                    let mut found = Vec::new();
-                    for id in ids.iter().take(args.limit) {
-                        found.extend(admin.dead_letter(&class, id).await?);
-                    }
-                    found
-                }
-                None => admin.dead_letters(&class, args.limit).await?,
-            };
             let records = crate::connect::records(&s).await?;
-            let mut revived = Vec::new();
-            for d in &dead {
-                if let Some((media, transcode)) = revivable(d) {
-                    if records.revive_failed(&media, transcode).await? {
-                        revived.push(media);
-                    }
-                }
-            }
-            let picked: Vec<String> = match wanted {
-                Some(ids) => ids.to_vec(),
-                None => dead.iter().map(|d| d.id.clone()).collect(),
-            };
-            let out = admin.redrive(&class, Some(&picked), args.limit).await?;
-            tracing::info!(class = %class, moved = out.moved.len(), skipped = out.skipped.len(), revived = revived.len(), "dead letters redriven");
-            let actor = crate::db::cli_actor();
-            for id in &out.moved {
-                records
-                    .audit_or_log(&actor, "dlq_redrive", class.as_str(), Some(id))
-                    .await;
-            }
+            let out = redrive(
+                &admin,
+                &records,
+                &class,
+                wanted,
+                args.limit,
+                &crate::db::cli_actor(),
+            )
+            .await?;
             if args.json {
                 println!(
                     "{}",
@@ -198,7 +177,7 @@ pub async fn run(s: Settings, action: DlqAction) -> anyhow::Result<()> {
                         "moved": out.moved,
                         "skipped": out.skipped,
                         "duplicates": out.duplicates,
-                        "revived_media": revived,
+                        "revived_media": out.revived,
                     })
                 );
             } else {
@@ -207,7 +186,7 @@ pub async fn run(s: Settings, action: DlqAction) -> anyhow::Result<()> {
                     out.moved.len(),
                     out.skipped.len(),
                     out.duplicates,
-                    revived.len()
+                    out.revived.len()
                 );
             }
             Ok(())
@@ -238,6 +217,66 @@ pub async fn run(s: Settings, action: DlqAction) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What a redrive did.
+pub(crate) struct RedriveOutcome {
+    /// Dead letters sent back to the work queue.
+    pub moved: Vec<String>,
+    /// Ids asked for that the DLQ no longer holds.
+    pub skipped: Vec<String>,
+    /// Further copies of a moved id removed from the DLQ.
+    pub duplicates: u64,
+    /// Failed media made to wait for their redriven job again.
+    pub revived: Vec<String>,
+}
+
+/// Redrives `ids` of `class`'s DLQ (the first `limit` when `None`) and audits each move as `actor`: the one
+/// code path of `ops dlq redrive` and the `/ops` dashboard's Redrive button. Peeks first, so media failed with
+/// these jobs wait for them again before the jobs are visible.
+pub(crate) async fn redrive(
+    admin: &SharedAdmin,
+    records: &Records,
+    class: &JobClass,
+    wanted: Option<&[String]>,
+    limit: usize,
+    actor: &str,
+) -> anyhow::Result<RedriveOutcome> {
+    let dead = match wanted {
+        Some(ids) => {
+            let mut found = Vec::new();
+            for id in ids.iter().take(limit) {
+                found.extend(admin.dead_letter(class, id).await?);
+            }
+            found
+        }
+        None => admin.dead_letters(class, limit).await?,
+    };
+    let mut revived = Vec::new();
+    for d in &dead {
+        if let Some((media, transcode)) = revivable(d) {
+            if records.revive_failed(&media, transcode).await? {
+                revived.push(media);
+            }
+        }
+    }
+    let picked: Vec<String> = match wanted {
+        Some(ids) => ids.to_vec(),
+        None => dead.iter().map(|d| d.id.clone()).collect(),
+    };
+    let out = admin.redrive(class, Some(&picked), limit).await?;
+    tracing::info!(class = %class, moved = out.moved.len(), skipped = out.skipped.len(), revived = revived.len(), "dead letters redriven");
+    for id in &out.moved {
+        records
+            .audit_or_log(actor, "dlq_redrive", class.as_str(), Some(id))
+            .await;
+    }
+    Ok(RedriveOutcome {
+        moved: out.moved,
+        skipped: out.skipped,
+        duplicates: out.duplicates,
+        revived,
+    })
 }
 
 /// The media a dead `media.process` job was for, and whether it is a video's transcode stage: the jobs whose

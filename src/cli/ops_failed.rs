@@ -140,15 +140,15 @@ struct AttemptItem {
 }
 
 #[derive(Debug, Serialize)]
-struct Skipped {
-    id: String,
-    reason: String,
+pub(super) struct Skipped {
+    pub(super) id: String,
+    pub(super) reason: String,
 }
 
 #[derive(Debug, Default, Serialize)]
-struct Replayed {
-    replayed: Vec<String>,
-    skipped: Vec<Skipped>,
+pub(super) struct Replayed {
+    pub(super) replayed: Vec<String>,
+    pub(super) skipped: Vec<Skipped>,
     dry_run: bool,
 }
 
@@ -367,8 +367,9 @@ pub async fn reprocess(s: Settings, a: ReprocessArgs) -> anyhow::Result<()> {
 }
 
 /// Requeues each media: failed ones (a replay, `profile` `None`: their own profile) or ready ones (a
-/// reprocess with `profile`). Anything else is skipped with its reason.
-async fn requeue_all(
+/// reprocess with `profile`). Anything else is skipped with its reason. The `/ops` dashboard's Replay button
+/// runs it too (`super::ops_actions`).
+pub(super) async fn requeue_all(
     s: &Settings,
     records: &Records,
     ids: &[String],
@@ -386,7 +387,14 @@ async fn requeue_all(
         ..Replayed::default()
     };
     let mut seen = std::collections::HashSet::new();
+    let verb = if profile.is_some() {
+        "reprocess"
+    } else {
+        "replay"
+    };
+    let mut progress = super::progress::Progress::new(verb, "media", ids.len() as u64);
     for id in ids {
+        progress.inc();
         let Ok(uuid) = uuid::Uuid::parse_str(id) else {
             out.skip(id, "not a media id");
             continue;
@@ -429,6 +437,7 @@ async fn requeue_all(
             out.skip(&id, "changed while it was being requeued; run again");
         }
     }
+    progress.finish();
     Ok(out)
 }
 
@@ -439,7 +448,9 @@ async fn requeue_one(
     profile: Option<&str>,
 ) -> anyhow::Result<bool> {
     let profile = profile.unwrap_or(&row.profile);
-    let job = OutboxJob::media_process(uuid, &row.source_key, profile, row.kind);
+    // Replays and reprocesses travel in the bulk lane: workers take them only when live work is idle.
+    let job = OutboxJob::media_process(uuid, &row.source_key, profile, row.kind)
+        .in_lane(mediafleet_proto::Lane::Bulk);
     Ok(records
         .requeue(row, profile, &job)
         .await

@@ -5,13 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use crate::config::Settings;
-use crate::media_object::rfc3339;
 use crate::scale::observe::PRESENCE_FRESH;
 use crate::scale::scaler::Scaler;
 use crate::scale::signal::ClassSignal;
+use crate::scale::status::{self, WorkerStatus};
 use crate::scale::store::{self, LiveWorker};
 
 /// `ops status` / `ops workers` flags.
@@ -25,53 +23,10 @@ pub struct StatusArgs {
     json: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct ClassRow {
-    class: String,
-    ready: u64,
-    in_flight: Option<u64>,
-    delayed: u64,
-    dlq: u64,
-    oldest_age_seconds: Option<f64>,
-    backlog_seconds: f64,
-    desired_workers: u32,
-    live_workers: u32,
-    decided_by: &'static str,
-    /// Whether operators paused it (`ops pause`): workers take none of it.
-    paused: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct WorkerRow {
-    id: String,
-    host: String,
-    classes: Vec<String>,
-    version: Option<String>,
-    in_flight: i64,
-    last_seen: String,
-}
-
-impl From<LiveWorker> for WorkerRow {
-    fn from(w: LiveWorker) -> Self {
-        WorkerRow {
-            id: w.id,
-            host: w.host,
-            classes: w.classes,
-            version: w.version,
-            in_flight: w.in_flight,
-            last_seen: rfc3339(w.last_seen_ms),
-        }
-    }
-}
-
 /// Runs `ops workers`.
 pub async fn workers(s: Settings, a: StatusArgs) -> anyhow::Result<()> {
     let records = crate::connect::records(&s).await?;
-    let workers: Vec<WorkerRow> = store::workers(&records, PRESENCE_FRESH)
-        .await?
-        .into_iter()
-        .map(WorkerRow::from)
-        .collect();
+    let workers = status::workers(&records).await?;
     if a.json {
         println!("{}", serde_json::json!({ "workers": workers }));
     } else {
@@ -119,45 +74,17 @@ pub async fn scale(s: Settings, a: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `ops status`.
+/// Runs `ops status`: the document [`status::snapshot`] builds (the `/ops` dashboard shows the same one).
 pub async fn status(s: Settings, a: StatusArgs) -> anyhow::Result<()> {
     let records = crate::connect::records(&s).await?;
-    let (signals, live, workers) = poll_once(&s, &records, &a.classes).await?;
-    let pauses = records.pauses().await?;
-    let classes: Vec<ClassRow> = signals
-        .into_iter()
-        .map(|c| ClassRow {
-            paused: pauses.contains_key(&c.class),
-            live_workers: live.get(&c.class).copied().unwrap_or(0),
-            class: c.class,
-            ready: c.ready,
-            in_flight: c.in_flight,
-            delayed: c.delayed,
-            dlq: c.dlq,
-            oldest_age_seconds: c.oldest_age_seconds,
-            backlog_seconds: c.backlog_seconds,
-            desired_workers: c.desired_workers,
-            decided_by: c.decided_by,
-        })
-        .collect();
-    let workers: Vec<WorkerRow> = workers.into_iter().map(WorkerRow::from).collect();
-    let hour_ago = crate::db::now_ms() - 3_600_000;
-    let failures: BTreeMap<String, i64> = records
-        .failures_by_code(hour_ago)
-        .await?
-        .into_iter()
-        .collect();
+    let (queue, admin) = crate::connect::queue_and_admin_declared(&s, 1).await?;
+    let doc = status::snapshot(queue, admin, &records, &s.scaling, &a.classes).await?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "classes": classes,
-                "workers": workers,
-                "failures_last_hour": failures,
-            })
-        );
+        // Through a `Value`, whose map orders keys, so the output keeps the shape (and key order) it had.
+        println!("{}", serde_json::to_value(&doc)?);
         return Ok(());
     }
+    let (classes, workers, failures) = (&doc.classes, &doc.workers, &doc.failures_last_hour);
     println!(
         "{:<8} {:>7} {:>9} {:>7} {:>5} {:>10} {:>9} {:>7} {:>4}  DECIDED BY",
         "CLASS",
@@ -170,7 +97,7 @@ pub async fn status(s: Settings, a: StatusArgs) -> anyhow::Result<()> {
         "DESIRED",
         "LIVE"
     );
-    for c in &classes {
+    for c in classes {
         println!(
             "{:<8} {:>7} {:>9} {:>7} {:>5} {:>10} {:>9.1} {:>7} {:>4}  {}",
             c.class,
@@ -191,20 +118,20 @@ pub async fn status(s: Settings, a: StatusArgs) -> anyhow::Result<()> {
         );
     }
     println!();
-    print_workers(&workers);
+    print_workers(workers);
     println!();
     if failures.is_empty() {
         println!("no failures in the last hour");
     } else {
         println!("failures in the last hour:");
-        for (code, n) in &failures {
+        for (code, n) in failures {
             println!("  {code:<22} {n}");
         }
     }
     Ok(())
 }
 
-fn print_workers(workers: &[WorkerRow]) {
+fn print_workers(workers: &[WorkerStatus]) {
     println!(
         "{:<28} {:<24} {:<10} {:>9}  {:<24}  CLASSES",
         "WORKER", "HOST", "VERSION", "IN FLIGHT", "LAST SEEN"

@@ -42,15 +42,20 @@ struct PauseOut {
 /// Runs `ops pause` (`pause = true`) or `ops resume`.
 pub async fn run(s: Settings, a: PauseArgs, pause: bool) -> anyhow::Result<()> {
     let class = JobClass::new(a.class.trim())?;
-    if !s.scaling.classes.contains_key(class.as_str()) {
+    // A class, or a class's bulk lane (`image-bulk`: pauses backfills alone).
+    let (live, _) = crate::routing::lane_of(class.as_str());
+    let known = s.scaling.classes.contains_key(class.as_str())
+        || (s.scaling.classes.contains_key(live) && JobClass::BULK_LANES.contains(&class.as_str()));
+    if !known {
         anyhow::bail!(
-            "--class {class}: no such class (configured: {})",
+            "--class {class}: no such class (configured: {}, and the bulk lanes {})",
             s.scaling
                 .classes
                 .keys()
                 .cloned()
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            JobClass::BULK_LANES.join(", ")
         );
     }
     let records = crate::connect::records(&s).await?;

@@ -3,7 +3,6 @@
 //! Progress goes to stderr; a summary JSON to stdout. A checkpoint file holds the resume point, so an
 //! interrupted run continues where it stopped.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -73,47 +72,6 @@ fn save_checkpoint(path: &Path, cp: &Checkpoint) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Progress on stderr: a redrawn line on a terminal, a line every second otherwise.
-struct Progress {
-    total: u64,
-    started: Instant,
-    last: Instant,
-    tty: bool,
-}
-
-impl Progress {
-    fn show(&mut self, done: u64, end: bool) {
-        if !end && self.last.elapsed() < Duration::from_millis(if self.tty { 100 } else { 1000 }) {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = self.started.elapsed().as_secs_f64().max(1e-6);
-        let rate = done as f64 / secs;
-        let pct = if self.total == 0 {
-            100.0
-        } else {
-            100.0 * done as f64 / self.total as f64
-        };
-        let width = 30usize;
-        let fill = ((pct / 100.0) * width as f64)
-            .round()
-            .clamp(0.0, width as f64) as usize;
-        let line = format!(
-            "warm [{}{}] {done}/{} {pct:5.1}% {rate:.0} objects/s",
-            "#".repeat(fill),
-            "-".repeat(width - fill),
-            self.total
-        );
-        let mut err = std::io::stderr().lock();
-        let _ = if self.tty {
-            write!(err, "\r{line}{}", if end { "\n" } else { "" })
-        } else {
-            writeln!(err, "{line}")
-        };
-        let _ = err.flush();
-    }
-}
-
 /// Runs `ops warm`.
 pub async fn run(s: Settings, a: WarmArgs) -> anyhow::Result<()> {
     let cache = super::serve::cache(&s)?.ok_or_else(|| {
@@ -166,12 +124,8 @@ pub async fn run(s: Settings, a: WarmArgs) -> anyhow::Result<()> {
         a.batch.max(1)
     };
     let started = Instant::now();
-    let mut progress = Progress {
-        total,
-        started,
-        last: started - Duration::from_secs(10),
-        tty: std::io::stderr().is_terminal(),
-    };
+    let mut progress = super::progress::Progress::new("warm", "objects", total);
+    progress.set(done);
     let (mut written, mut kept_newer, mut not_cached, mut this_run) = (0u64, 0u64, 0u64, 0u64);
     loop {
         let page = records.scope_page(&scope, after.as_deref(), batch).await?;
@@ -191,7 +145,7 @@ pub async fn run(s: Settings, a: WarmArgs) -> anyhow::Result<()> {
             },
         )?;
         after = Some(last_id);
-        progress.show(done, false);
+        progress.set(done);
         if a.rate > 0 {
             // Pace to the rate: sleep until this run's count is due.
             let due = Duration::from_secs_f64(this_run as f64 / a.rate as f64);
@@ -200,7 +154,7 @@ pub async fn run(s: Settings, a: WarmArgs) -> anyhow::Result<()> {
             }
         }
     }
-    progress.show(done, true);
+    progress.finish();
     let _ = std::fs::remove_file(&checkpoint);
     let secs = started.elapsed().as_secs_f64();
     let summary = json!({

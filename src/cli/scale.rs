@@ -77,6 +77,10 @@ pub struct FleetArgs {
     /// Drain timeout given to each worker (default: [worker] drain_timeout).
     #[arg(long, value_parser = humantime::parse_duration)]
     drain_timeout: Option<Duration>,
+    /// Ports the workers serve their own /metrics on, FIRST-LAST (e.g. 9200-9263): each child takes the
+    /// lowest free one, on the fleet's --metrics-listen address (else 127.0.0.1). Default: children serve none.
+    #[arg(long, value_name = "FIRST-LAST")]
+    worker_metrics_ports: Option<String>,
 }
 
 pub(super) fn print_table(signals: &[ClassSignal]) {
@@ -345,6 +349,19 @@ pub async fn fleet(s: Settings, common: &CommonArgs, a: FleetArgs) -> anyhow::Re
         poll_interval: poll,
         stable_after: Duration::from_secs(30),
         restart_backoff: (Duration::from_millis(500), Duration::from_secs(30)),
+        worker_metrics: a
+            .worker_metrics_ports
+            .as_deref()
+            .map(|r| {
+                let ip = s
+                    .metrics_listen
+                    .as_deref()
+                    .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+                    .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+                crate::scale::fleet::WorkerMetricsPorts::parse(r, ip)
+            })
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--worker-metrics-ports {e}"))?,
     };
     let shutdown = metrics_until_signal(&s, &records, queue).await?;
     fleet::run(opts, scaler, records, shutdown).await?;

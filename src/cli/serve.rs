@@ -14,6 +14,7 @@ use crate::jobs::{run_reaper, MediaHandler, RetryPolicy};
 use crate::queue::JobClass;
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::sandbox::Sandbox;
+use crate::scale::history::{History, Sampler};
 
 /// Worker flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +70,7 @@ fn api_state(
     records: crate::db::Records,
     store: crate::storage::SharedStore,
     queue: crate::queue::SharedQueue,
+    admin: crate::queue::SharedAdmin,
 ) -> anyhow::Result<AppState> {
     let reader =
         crate::media_object::MediaReader::new(records.clone(), cache(s)?, s.public_url.clone());
@@ -81,7 +83,18 @@ fn api_state(
             "swept upload spool left by dead processes"
         );
     }
+    let ops = Arc::new(crate::api::OpsState {
+        history: Arc::new(History::new(s.scaling.status_sample)),
+        admin: admin.clone(),
+        scaling: s.scaling.clone(),
+        actions: Arc::new(super::ops_actions::CliActions {
+            settings: s.clone(),
+            records: records.clone(),
+            admin,
+        }),
+    });
     Ok(AppState {
+        ops,
         reader,
         records,
         store,
@@ -109,6 +122,22 @@ pub(crate) fn cache(s: &Settings) -> anyhow::Result<Option<crate::cache::MediaCa
         &s.prefix,
         s.cache_options,
     )?)
+}
+
+/// Starts the `/ops` dashboard's sampler: a status snapshot every `[scaling] status_sample` into the state's
+/// one-hour history, until `shutdown`.
+fn start_sampler(
+    state: &AppState,
+    queue: crate::queue::SharedQueue,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let sampler = Sampler {
+        queue,
+        admin: state.ops.admin.clone(),
+        records: state.records.clone(),
+        scaling: state.ops.scaling.clone(),
+    };
+    tokio::spawn(sampler.run(state.ops.history.clone(), shutdown))
 }
 
 async fn bind(s: &Settings) -> anyhow::Result<tokio::net::TcpListener> {
@@ -176,17 +205,24 @@ fn runtime(
             drain_timeout: w.drain_timeout.unwrap_or(s.worker.drain_timeout),
             lease: s.worker.lease,
             scratch_dir: s.scratch_dir(),
+            bulk_share: s.worker.bulk_share,
         },
     ))
 }
 
-/// The RabbitMQ prefetch of each class this process serves: its concurrency of that class.
+/// The RabbitMQ prefetch of each class this process serves: its concurrency of that class, and for its bulk
+/// lane the lane's share of it (so no more bulk messages wait in this process than it may run).
 fn prefetch(s: &Settings, w: &WorkerArgs) -> std::collections::BTreeMap<String, u16> {
-    worker_classes(s, w)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(c, n)| (c.as_str().to_owned(), u16::try_from(n).unwrap_or(u16::MAX)))
-        .collect()
+    let mut out = std::collections::BTreeMap::new();
+    for (c, n) in worker_classes(s, w).unwrap_or_default() {
+        if let Some(bulk) = c.bulk_lane() {
+            let cap = crate::runtime::bulk_slots(n, s.worker.bulk_share).max(1);
+            out.entry(bulk.as_str().to_owned())
+                .or_insert(u16::try_from(cap).unwrap_or(u16::MAX));
+        }
+        out.insert(c.as_str().to_owned(), u16::try_from(n).unwrap_or(u16::MAX));
+    }
+    out
 }
 
 /// This process's worker id: `host:pid`.
@@ -231,8 +267,13 @@ pub async fn serve(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
         s.retention,
         shutdown.clone(),
     ));
-    let scaler =
-        crate::scale::scaler::Scaler::new(queue.clone(), admin, records.clone(), &s.scaling, &[])?;
+    let scaler = crate::scale::scaler::Scaler::new(
+        queue.clone(),
+        admin.clone(),
+        records.clone(),
+        &s.scaling,
+        &[],
+    )?;
     let scaling = tokio::spawn(super::scale::scale_loop(
         scaler,
         records.clone(),
@@ -250,10 +291,12 @@ pub async fn serve(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let workers = tokio::spawn(rt.run(shutdown.clone()));
-    let state = api_state(&s, records, store, queue)?;
+    let state = api_state(&s, records, store, queue.clone(), admin)?;
     let relay = super::uploads_boot::start(&s, &state, shutdown.clone());
+    let sampler = start_sampler(&state, queue, shutdown.clone());
     crate::api::serve(listener, state, shutdown.clone()).await?;
     let _ = relay.await;
+    let _ = sampler.await;
     let _ = workers.await;
     let _ = reaper.await;
     let _ = scaling.await;
@@ -266,13 +309,15 @@ pub async fn serve(s: Settings, w: WorkerArgs) -> anyhow::Result<()> {
 pub async fn api(s: Settings) -> anyhow::Result<()> {
     let records = crate::connect::records(&s).await?;
     let store = crate::connect::store(&s).await?;
-    let queue = crate::connect::queue_declared(&s, 1).await?;
+    let (queue, admin) = crate::connect::queue_and_admin_declared(&s, 1).await?;
     let listener = bind(&s).await?;
     let shutdown = shutdown_on_signal();
-    let state = api_state(&s, records, store, queue)?;
+    let state = api_state(&s, records, store, queue.clone(), admin)?;
     let relay = super::uploads_boot::start(&s, &state, shutdown.clone());
+    let sampler = start_sampler(&state, queue, shutdown.clone());
     crate::api::serve(listener, state, shutdown).await?;
     let _ = relay.await;
+    let _ = sampler.await;
     Ok(())
 }
 

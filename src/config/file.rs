@@ -123,6 +123,8 @@ pub struct WorkerFile {
     /// See [`WorkerSettings::pause_poll`].
     #[serde(default, with = "humantime_serde")]
     pub pause_poll: Option<Duration>,
+    /// See [`WorkerSettings::bulk_share`].
+    pub bulk_share: Option<f64>,
     /// `false` runs media work in-process (debugging only).
     pub sandbox: Option<bool>,
     /// See [`WorkerSettings::sandbox_exe`].
@@ -164,6 +166,11 @@ impl WorkerFile {
                 .requeue_stale_after
                 .unwrap_or(Duration::from_secs(6 * 3600)),
             pause_poll: self.pause_poll.unwrap_or(Duration::from_secs(5)),
+            bulk_share: self
+                .bulk_share
+                .filter(|s| s.is_finite())
+                .unwrap_or(0.5)
+                .clamp(0.0, 1.0),
             sandbox_child: self.sandbox.unwrap_or(true),
             sandbox_exe: self.sandbox_exe.clone(),
             sandbox_memory_bytes: self.sandbox_memory_bytes.unwrap_or(4 << 30),

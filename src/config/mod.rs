@@ -120,6 +120,10 @@ pub struct WorkerSettings {
     /// How often workers read which classes operators have paused (`ops pause`): a pause or resume takes
     /// effect within this plus one receive wait.
     pub pause_poll: Duration,
+    /// The largest share of a class's slots its bulk lane (replays, reprocesses, backfills) may hold, taken
+    /// only when the live queue came back empty (default 0.5; at least one slot when above 0; 0 leaves bulk
+    /// lanes to workers that list them as classes, e.g. `--classes image-bulk`).
+    pub bulk_share: f64,
     /// Run media work in a child process (production) or in-process (debugging).
     pub sandbox_child: bool,
     /// The executable the sandbox runs (`mediafleet`); default: this executable.

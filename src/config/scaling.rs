@@ -5,6 +5,7 @@
 //! poll_interval = "5s"
 //! scale_down_window = "120s"
 //! startup = "10s"
+//! status_sample = "15s"
 //! [scaling.image]
 //! min_workers = 0
 //! max_workers = 8
@@ -31,6 +32,9 @@ pub struct ScalingFile {
     /// First estimate of a worker's start-up (decision to taking jobs); `fleet` measures its own.
     #[serde(default, with = "humantime_serde")]
     pub startup: Option<Duration>,
+    /// How often the api samples `ops status` for the `/ops` dashboard's one-hour history.
+    #[serde(default, with = "humantime_serde")]
+    pub status_sample: Option<Duration>,
     /// `[scaling.<class>]` tables.
     #[serde(flatten)]
     pub classes: BTreeMap<String, ClassScalingFile>,
@@ -91,6 +95,8 @@ pub struct ScalingSettings {
     pub ewma_alpha: f64,
     /// First estimate of a worker's start-up.
     pub startup: Duration,
+    /// The `/ops` dashboard's sampling interval (its history holds one hour of samples).
+    pub status_sample: Duration,
 }
 
 /// Defaults per class: (min, max, target latency s, default cost s).
@@ -145,6 +151,10 @@ impl ScalingFile {
                 .filter(|a| *a > 0.0 && *a <= 1.0)
                 .unwrap_or(0.2),
             startup: self.startup.unwrap_or(Duration::from_secs(10)),
+            status_sample: self
+                .status_sample
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(15)),
         }
     }
 }

@@ -87,6 +87,7 @@ mod tests {
             ("objects.rs", include_str!("objects.rs")),
             ("ops.rs", include_str!("ops.rs")),
             ("outbox.rs", include_str!("outbox.rs")),
+            ("overrides.rs", include_str!("overrides.rs")),
             ("reprocess.rs", include_str!("reprocess.rs")),
             ("retention.rs", include_str!("retention.rs")),
             ("steer.rs", include_str!("steer.rs")),

@@ -112,8 +112,8 @@ impl Records {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO media (id, kind, status, profile, source_key, filename, content_type, bytes, sha256, \
-             external_id, metadata, progress, version, created_at, updated_at) \
-             VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, '{}', 0, 1, $10, $10) \
+             external_id, metadata, progress, version, created_at, updated_at, traceparent) \
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, '{}', 0, 1, $10, $10, $11) \
              ON CONFLICT (id) DO NOTHING",
         )
         .arg(&m.id)
@@ -126,6 +126,7 @@ impl Records {
         .arg(&m.sha256)
         .arg(&m.external_id)
         .arg(now)
+        .arg(crate::trace::current())
         .execute(&self.write)
         .await?;
         self.media_from(&self.write, &m.id)

@@ -68,6 +68,18 @@ impl OutboxJob {
         }
     }
 
+    /// The same job in `lane`: its queue becomes the class's queue in that lane (`image` → `image-bulk`) and
+    /// its envelope says so, so the stages and cache warms it enqueues stay in the lane.
+    pub fn in_lane(mut self, lane: mediafleet_proto::Lane) -> Self {
+        if let Ok(mut env) = mediafleet_proto::Envelope::parse(&self.body) {
+            env.lane = lane;
+            self.body = env.to_bytes();
+        }
+        let (live, _) = crate::routing::lane_of(&self.class);
+        self.class = crate::routing::in_lane(live, lane);
+        self
+    }
+
     /// The job id inside the body, when the body is an envelope.
     pub fn job_id(&self) -> Option<String> {
         mediafleet_proto::Envelope::parse(&self.body)

@@ -107,8 +107,8 @@ impl Records {
         sqlx::query(
             "INSERT INTO media (id, kind, status, profile, source_key, filename, content_type, bytes, sha256, \
              external_id, metadata, progress, version, created_at, updated_at, callback_url, upload_id, \
-             upload_expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '{}', 0, 1, $11, $11, $12, $13, $14)",
+             upload_expires_at, traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '{}', 0, 1, $11, $11, $12, $13, $14, $15)",
         )
         .arg(&m.id)
         .arg(&m.kind)
@@ -124,6 +124,7 @@ impl Records {
         .arg(&extra.callback_url)
         .arg(&extra.upload_id)
         .arg(extra.upload_expires_at)
+        .arg(crate::trace::current())
         .execute(&mut *tx)
         .await?;
         if let Some(job) = job {
@@ -197,9 +198,9 @@ impl Records {
     pub async fn unannounced(
         &self,
         limit: i64,
-    ) -> Result<Vec<(String, String, i64, Option<String>)>, DbError> {
+    ) -> Result<Vec<(String, String, i64, Option<String>, Option<String>)>, DbError> {
         Ok(sqlx::query_as(
-            "SELECT id, status, version, callback_url FROM media \
+            "SELECT id, status, version, callback_url, traceparent FROM media \
              WHERE notified_version < version AND status IN ('ready', 'failed') \
              ORDER BY updated_at LIMIT $1",
         )

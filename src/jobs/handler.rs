@@ -227,7 +227,7 @@ impl MediaHandler {
                 match recorded {
                     Ok(changed) => {
                         if changed {
-                            super::enqueue_warm(ctx, &env.media_id.to_string()).await;
+                            super::enqueue_warm(ctx, &env.media_id.to_string(), env.lane).await;
                         }
                         Ending {
                             outcome: Outcome::Fail,
@@ -315,7 +315,7 @@ impl MediaHandler {
     async fn fail_media(&self, env: &Envelope, code: ErrorCode, line: &str) {
         let id = env.media_id.to_string();
         match self.ctx.records.fail(&id, code.as_str(), line).await {
-            Ok(true) => super::enqueue_warm(&self.ctx, &id).await,
+            Ok(true) => super::enqueue_warm(&self.ctx, &id, env.lane).await,
             Ok(false) => {}
             Err(e) => warn!(error = %e, "could not mark the media failed; the reaper will"),
         }

@@ -195,7 +195,8 @@ pub(super) async fn process(
     if part.next.is_some() {
         // Stored and enqueued in one transaction (the outbox): the long stage finds the poster rows to merge,
         // and a redelivered poster job cannot enqueue a second transcode.
-        let follow = OutboxJob::transcode(env.media_id, &job.source_key, &job.profile);
+        let follow =
+            OutboxJob::transcode(env.media_id, &job.source_key, &job.profile).in_lane(env.lane);
         // Known size: the scaler counts this transcode as duration × the measured rate of its profile. Noted
         // before the job can be published, so a worker that finishes it at once finds the row to remove.
         let noted = match (
@@ -239,7 +240,7 @@ pub(super) async fn process(
             .collect();
         retire_replaced(ctx, &id, &replaced, &rows).await;
         info!(media_id = %id, renditions = rows.len(), "poster ready; transcode enqueued on the video class");
-        super::enqueue_warm(ctx, &id).await;
+        super::enqueue_warm(ctx, &id, env.lane).await;
         return Ok(Done::Completed);
     }
 
@@ -265,7 +266,7 @@ pub(super) async fn process(
     }
     info!(media_id = %id, renditions = rows.len(), "media ready");
     retire_replaced(ctx, &id, &before_rows, &rows).await;
-    super::enqueue_warm(ctx, &id).await;
+    super::enqueue_warm(ctx, &id, env.lane).await;
     Ok(Done::Completed)
 }
 

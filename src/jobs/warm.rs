@@ -56,8 +56,9 @@ pub fn changes_media_status(env: &Envelope) -> bool {
 }
 
 /// Enqueues a `cache.warm` for a media whose status just changed, when a cache is configured. Never fails:
-/// a lost warm only means the next reader fills the cache from the DB.
-pub async fn enqueue_warm(ctx: &JobContext, media_id: &str) {
+/// a lost warm only means the next reader fills the cache from the DB. It travels in `lane`, the lane of the
+/// job that changed the status, so a backfill's warms queue behind no live upload's.
+pub async fn enqueue_warm(ctx: &JobContext, media_id: &str, lane: mediafleet_proto::Lane) {
     if ctx.cache.is_none() {
         return;
     }
@@ -69,7 +70,7 @@ pub async fn enqueue_warm(ctx: &JobContext, media_id: &str) {
             0
         }
     };
-    match crate::cache::publish_warm(ctx.queue.as_ref(), media_id, version).await {
+    match crate::cache::publish_warm(ctx.queue.as_ref(), media_id, version, lane).await {
         Ok(()) => debug!(media_id, version, "cache.warm enqueued"),
         Err(e) => {
             warn!(media_id, error = %e, "could not enqueue cache.warm; readers will fill the cache from the DB")

@@ -31,6 +31,10 @@ pub struct JobClass(String);
 impl JobClass {
     /// The classes every deployment has.
     pub const STANDARD: [&'static str; 4] = ["image", "video", "cache", "notify"];
+    /// The bulk lanes of the standard classes that take bulk work (replays, reprocesses, backfills and the
+    /// cache warms they cause; see `routing::in_lane`). Workers of `image` also take `image-bulk` when their
+    /// live work is idle; `notify` has none (webhooks are never bulk).
+    pub const BULK_LANES: [&'static str; 3] = ["image-bulk", "video-bulk", "cache-bulk"];
 
     /// Builds a class, checking its name is safe for every backend (`[a-z0-9-]`).
     pub fn new(name: &str) -> Result<Self, QueueError> {
@@ -49,6 +53,15 @@ impl JobClass {
     /// The class name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// This class's bulk lane (`image` → `image-bulk`), when it has one ([`Self::BULK_LANES`]).
+    pub fn bulk_lane(&self) -> Option<JobClass> {
+        let bulk = crate::routing::in_lane(&self.0, mediafleet_proto::Lane::Bulk);
+        Self::BULK_LANES
+            .contains(&bulk.as_str())
+            .then_some(JobClass(bulk))
+            .filter(|b| *b != *self)
     }
 }
 

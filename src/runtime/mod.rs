@@ -6,6 +6,10 @@
 //! [`Outcome`] (ack, retry after a delay, dead-letter with a reason, or fail for good) and the runtime applies
 //! it to the delivery. The runtime knows nothing about media; the media rules are in `jobs::MediaHandler`.
 //!
+//! A class's puller also takes its bulk lane (`image-bulk`: replays, reprocesses, backfills), but only after a
+//! receive of the live queue came back short, and never into more than `bulk_share` of the class's slots, so
+//! a live job finds a free slot at its next poll however long the backfill (docs/decisions.md, "Bulk lane").
+//!
 //! On shutdown the pullers stop at once; in-flight jobs get `drain_timeout` to finish, then are cancelled
 //! and their messages handed back. A lease that cannot be kept, or a job past the handler's time limit, stops
 //! the job too.
@@ -16,6 +20,7 @@ mod supervise;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +47,13 @@ pub struct RuntimeOptions {
     pub lease: Duration,
     /// Where job scratch directories go (the runtime claims a directory of its own under it).
     pub scratch_dir: PathBuf,
+    /// The largest share of a class's slots its bulk lane may hold (see [`JobClass::bulk_lane`]); 0 takes
+    /// no bulk work beside live work.
+    pub bulk_share: f64,
 }
+
+/// How long a receive from a bulk lane waits. Short, because it holds a slot live work may want.
+const BULK_WAIT: Duration = Duration::from_millis(200);
 
 /// One delivery as a handler sees it.
 #[derive(Debug)]
@@ -208,8 +219,15 @@ impl<H: Handler> Runtime<H> {
         // Cancelled when the drain deadline passes: in-flight jobs stop and hand their messages back.
         let abort = CancellationToken::new();
         let pullers = TaskTracker::new();
+        let listed: BTreeSet<JobClass> = self.opts.classes.iter().map(|(c, _)| c.clone()).collect();
         for (class, concurrency) in self.opts.classes.clone() {
+            // The class's bulk lane rides on its slots, unless a puller of its own takes it.
+            let bulk = class
+                .bulk_lane()
+                .filter(|b| !listed.contains(b))
+                .and_then(|b| BulkLane::new(b, concurrency.max(1), self.opts.bulk_share));
             let puller = Puller {
+                bulk,
                 queue: self.queue.clone(),
                 handler: self.handler.clone(),
                 observer: self.observer.clone(),
@@ -226,8 +244,10 @@ impl<H: Handler> Runtime<H> {
         pullers.wait().await;
         // No more pushes to this process: what the drain hands back goes to other workers.
         for (class, _) in &self.opts.classes {
-            if let Err(e) = self.queue.stop_receiving(class).await {
-                warn!(%class, error = %e, "could not stop receiving; the broker requeues on disconnect");
+            for class in std::iter::once(class.clone()).chain(class.bulk_lane()) {
+                if let Err(e) = self.queue.stop_receiving(&class).await {
+                    warn!(%class, error = %e, "could not stop receiving; the broker requeues on disconnect");
+                }
             }
         }
         jobs.close();
@@ -247,8 +267,73 @@ impl<H: Handler> Runtime<H> {
     }
 }
 
-/// Pulls one class.
+/// A class's bulk lane as its puller takes it: at most `cap` of its jobs at once, and only when a receive of
+/// the live queue came back short (nothing more was waiting there).
+struct BulkLane {
+    class: JobClass,
+    cap: usize,
+    running: Arc<AtomicUsize>,
+    /// The lane came back empty: not asked again before this (one live poll wait later).
+    quiet_until: Option<tokio::time::Instant>,
+    /// Operators paused the lane (or its class); its pushed-ahead messages were handed back.
+    paused: bool,
+}
+
+impl BulkLane {
+    /// The lane of a class with `slots` slots, or `None` when `share` leaves it no slot.
+    fn new(class: JobClass, slots: usize, share: f64) -> Option<Self> {
+        let cap = bulk_slots(slots, share);
+        (cap > 0).then(|| BulkLane {
+            class,
+            cap,
+            running: Arc::new(AtomicUsize::new(0)),
+            quiet_until: None,
+            paused: false,
+        })
+    }
+
+    /// Whether the lane had work when last asked (and is not paused).
+    fn is_active(&self) -> bool {
+        !self.paused
+            && self
+                .quiet_until
+                .is_none_or(|t| tokio::time::Instant::now() >= t)
+    }
+
+    /// Slots the lane may take now.
+    fn room(&self) -> usize {
+        if self.paused
+            || self
+                .quiet_until
+                .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
+            return 0;
+        }
+        self.cap.saturating_sub(self.running.load(Ordering::SeqCst))
+    }
+}
+
+/// How many of a class's `slots` its bulk lane may hold with `share`: the share rounded down, but at least
+/// one slot when the share is above 0; 0 when it is 0.
+pub fn bulk_slots(slots: usize, share: f64) -> usize {
+    if share.is_nan() || share <= 0.0 {
+        return 0;
+    }
+    let slots = slots.max(1);
+    ((slots as f64 * share.min(1.0)).floor() as usize).clamp(1, slots)
+}
+
+/// Counts a bulk job as running until dropped.
+struct BulkRunning(Arc<AtomicUsize>);
+impl Drop for BulkRunning {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Pulls one class (and its bulk lane, when it has one).
 struct Puller<H: Handler> {
+    bulk: Option<BulkLane>,
     queue: SharedQueue,
     handler: Arc<H>,
     observer: Arc<dyn Observer>,
@@ -269,9 +354,12 @@ impl<H: Handler> Puller<H> {
         if !rx.borrow_and_update().contains(self.class.as_str()) {
             return true;
         }
-        info!(class = %self.class, "class paused: taking none of it until it is resumed");
-        if let Err(e) = self.queue.stop_receiving(&self.class).await {
-            warn!(class = %self.class, error = %e, "could not stop receiving; the broker requeues on disconnect");
+        info!(class = %self.class, "class paused: taking none of it (nor of its bulk lane) until it is resumed");
+        let bulk = self.bulk.as_ref().map(|b| b.class.clone());
+        for class in std::iter::once(self.class.clone()).chain(bulk) {
+            if let Err(e) = self.queue.stop_receiving(&class).await {
+                warn!(%class, error = %e, "could not stop receiving; the broker requeues on disconnect");
+            }
         }
         loop {
             tokio::select! {
@@ -290,7 +378,6 @@ impl<H: Handler> Puller<H> {
 
     async fn run(mut self, shutdown: CancellationToken) {
         use backon::BackoffBuilder;
-        use futures::FutureExt;
         // Pauses after failed receives: 200 ms doubling to 5 s, with jitter, reset by a good one.
         let pauses = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
@@ -314,28 +401,25 @@ impl<H: Handler> Puller<H> {
             {
                 continue;
             }
+            self.check_bulk_paused().await;
             // Ask for as many as are free right now (this permit plus the others available).
             let free = 1 + self.permits.available_permits();
-            // A panic in a backend's receive (a row or frame it cannot decode) must not end this puller: the
-            // class would stop while the process looks healthy. It is logged, counted and retried.
-            let receive = std::panic::AssertUnwindSafe(self.queue.receive(
-                &self.class,
-                free,
-                self.opts.poll_wait,
-            ))
-            .catch_unwind();
-            let got = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = receive => r.unwrap_or_else(|_| {
-                    Err(QueueError::Backend("receive panicked (see the log above)".into()))
-                }),
+            let bulk_room = self.bulk.as_ref().map_or(0, BulkLane::room);
+            // While a bulk lane is busy, live polls are short (none at all when the lane has a free slot), so
+            // the puller comes back to the bulk lane as its jobs end, and live work always goes first.
+            let wait = match &self.bulk {
+                Some(_) if bulk_room > 0 => Duration::ZERO,
+                Some(b) if b.is_active() => self.opts.poll_wait.min(BULK_WAIT),
+                _ => self.opts.poll_wait,
             };
-            let deliveries = match got {
-                Ok(d) => {
+            let class = self.class.clone();
+            let deliveries = match self.receive(&class, free, wait, &shutdown).await {
+                None => return,
+                Some(Ok(d)) => {
                     backoff = pauses.build();
                     d
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     self.observer.receive_failed(&self.class, &e);
                     let nap = backoff.next().unwrap_or(Duration::from_secs(5));
                     warn!(class = %self.class, error = %e, retry_in = ?nap, "receive failed");
@@ -345,31 +429,122 @@ impl<H: Handler> Puller<H> {
                     }
                 }
             };
+            let short = deliveries.len() < free;
             let mut permit = Some(permit);
-            for delivery in deliveries {
-                let p = match permit.take() {
-                    Some(p) => p,
-                    None => match self.permits.clone().try_acquire_owned() {
-                        Ok(p) => p,
-                        Err(_) => {
-                            // The backend gave more than we asked for; hand it back rather than overrun.
-                            let _ = delivery.release().await;
-                            continue;
-                        }
-                    },
-                };
-                let one = supervise::One {
-                    handler: self.handler.clone(),
-                    observer: self.observer.clone(),
-                    opts: self.opts.clone(),
-                    class: self.class.clone(),
-                    abort: self.abort.clone(),
-                };
-                self.jobs.spawn(async move {
-                    one.run(delivery).await;
-                    drop(p);
-                });
+            self.spawn_all(deliveries, &mut permit, &class, None).await;
+            if !short || bulk_room == 0 {
+                continue;
             }
+            // The live queue had nothing more: the bulk lane may have what is free, within its share.
+            let ask =
+                bulk_room.min(usize::from(permit.is_some()) + self.permits.available_permits());
+            let Some(lane) = self.bulk.as_ref().map(|b| b.class.clone()) else {
+                continue;
+            };
+            if ask == 0 {
+                continue;
+            }
+            let got = match self.receive(&lane, ask, BULK_WAIT, &shutdown).await {
+                None => return,
+                Some(got) => got,
+            };
+            let bulk = self.bulk.as_mut().expect("checked above");
+            match got {
+                Ok(d) if d.is_empty() => {
+                    bulk.quiet_until = Some(tokio::time::Instant::now() + self.opts.poll_wait);
+                }
+                Ok(d) => {
+                    let running = bulk.running.clone();
+                    self.spawn_all(d, &mut permit, &lane, Some(running)).await;
+                }
+                Err(e) => {
+                    bulk.quiet_until = Some(tokio::time::Instant::now() + self.opts.poll_wait);
+                    self.observer.receive_failed(&lane, &e);
+                    warn!(class = %lane, error = %e, "bulk lane receive failed; live work goes on");
+                }
+            }
+        }
+    }
+
+    /// One receive of `class`. A panic in a backend's receive (a row or frame it cannot decode) must not end
+    /// this puller: the class would stop while the process looks healthy. It is logged, counted and
+    /// retried. `None` on shutdown.
+    async fn receive(
+        &self,
+        class: &JobClass,
+        max: usize,
+        wait: Duration,
+        shutdown: &CancellationToken,
+    ) -> Option<crate::queue::Received> {
+        use futures::FutureExt;
+        let receive =
+            std::panic::AssertUnwindSafe(self.queue.receive(class, max, wait)).catch_unwind();
+        tokio::select! {
+            _ = shutdown.cancelled() => None,
+            r = receive => Some(r.unwrap_or_else(|_| {
+                Err(QueueError::Backend("receive panicked (see the log above)".into()))
+            })),
+        }
+    }
+
+    /// Notices a pause or resume of the bulk lane alone (a paused class stops the whole puller instead). A
+    /// newly paused lane hands back what the broker pushed ahead.
+    async fn check_bulk_paused(&mut self) {
+        let (Some(bulk), Some(rx)) = (self.bulk.as_mut(), self.paused.as_ref()) else {
+            return;
+        };
+        let now = rx.borrow().contains(bulk.class.as_str());
+        if now == bulk.paused {
+            return;
+        }
+        bulk.paused = now;
+        if now {
+            info!(class = %bulk.class, "bulk lane paused");
+            if let Err(e) = self.queue.stop_receiving(&bulk.class).await {
+                warn!(class = %bulk.class, error = %e, "could not stop receiving; the broker requeues on disconnect");
+            }
+        } else {
+            info!(class = %bulk.class, "bulk lane resumed");
+        }
+    }
+
+    /// Runs each delivery in a task of its own, each holding a slot (`permit` first, then free ones). Bulk
+    /// jobs (`bulk` holds the lane's running count) count against the lane's share while they run.
+    async fn spawn_all(
+        &self,
+        deliveries: Vec<Box<dyn crate::queue::Delivery>>,
+        permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        class: &JobClass,
+        bulk: Option<Arc<AtomicUsize>>,
+    ) {
+        for delivery in deliveries {
+            let p = match permit.take() {
+                Some(p) => p,
+                None => match self.permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // The backend gave more than we asked for; hand it back rather than overrun.
+                        let _ = delivery.release().await;
+                        continue;
+                    }
+                },
+            };
+            let running = bulk.as_ref().map(|r| {
+                r.fetch_add(1, Ordering::SeqCst);
+                BulkRunning(r.clone())
+            });
+            let one = supervise::One {
+                handler: self.handler.clone(),
+                observer: self.observer.clone(),
+                opts: self.opts.clone(),
+                class: class.clone(),
+                abort: self.abort.clone(),
+            };
+            self.jobs.spawn(async move {
+                one.run(delivery).await;
+                drop(running);
+                drop(p);
+            });
         }
     }
 }

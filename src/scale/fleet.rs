@@ -38,6 +38,44 @@ pub struct FleetOptions {
     pub stable_after: Duration,
     /// First and longest restart delay after a crash.
     pub restart_backoff: (Duration, Duration),
+    /// Where children serve their own `/metrics`: each gets the lowest port of this range that no other
+    /// child holds, on this address (`fleet --worker-metrics-ports`). `None`: children serve none.
+    pub worker_metrics: Option<WorkerMetricsPorts>,
+}
+
+/// The ports fleet-spawned workers serve `/metrics` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerMetricsPorts {
+    /// The address they listen on (the fleet's own metrics address, else 127.0.0.1).
+    pub ip: std::net::IpAddr,
+    /// The first port of the range.
+    pub first: u16,
+    /// The last port of the range (included).
+    pub last: u16,
+}
+
+impl WorkerMetricsPorts {
+    /// Parses `FIRST-LAST` (or one port) with the address children listen on.
+    pub fn parse(range: &str, ip: std::net::IpAddr) -> Result<Self, String> {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("{range:?}: expected FIRST-LAST, e.g. 9200-9263"))
+        };
+        let (first, last) = (port(a)?, port(b)?);
+        if last < first {
+            return Err(format!("{range:?}: the last port is below the first"));
+        }
+        Ok(WorkerMetricsPorts { ip, first, last })
+    }
+
+    /// The lowest port of the range not in `used`.
+    fn free(&self, used: &std::collections::BTreeSet<u16>) -> Option<u16> {
+        (self.first..=self.last).find(|p| !used.contains(p))
+    }
 }
 
 struct Worker {
@@ -50,6 +88,8 @@ struct Worker {
     seen: bool,
     /// When SIGTERM was sent.
     draining: Option<Instant>,
+    /// The port it serves `/metrics` on, when the fleet gave it one.
+    metrics_port: Option<u16>,
 }
 
 #[derive(Default)]
@@ -108,10 +148,15 @@ pub async fn run(
                     .await
                     .unwrap_or_default();
                 scaler.reroute(&signals, &live).await;
+                // Metrics ports held by children still alive (draining ones included), over every class.
+                let mut ports: std::collections::BTreeSet<u16> = pools
+                    .values()
+                    .flat_map(|p| p.workers.iter().filter_map(|w| w.metrics_port))
+                    .collect();
                 for s in &signals {
                     if let Some(pool) = pools.get_mut(&s.class) {
                         let gpu_blocked = s.class == route::GPU_CLASS && !gpu_here;
-                        reconcile(&opts, s, pool, gpu_blocked, &busy);
+                        reconcile(&opts, s, pool, gpu_blocked, &busy, &mut ports);
                         METRICS.set(
                             metrics::CURRENT_WORKERS,
                             &s.class,
@@ -277,6 +322,7 @@ fn reconcile(
     pool: &mut Pool,
     gpu_blocked: bool,
     busy: &BTreeMap<u32, i64>,
+    ports: &mut std::collections::BTreeSet<u16>,
 ) {
     let running = pool.running();
     let desired = if gpu_blocked { 0 } else { s.desired_workers };
@@ -304,9 +350,9 @@ fn reconcile(
             }
         }
         for _ in running..desired {
-            match spawn(opts, &s.class) {
+            match spawn(opts, &s.class, ports) {
                 Ok(w) => {
-                    info!(class = %s.class, pid = w.pid, %inputs, "worker started");
+                    info!(class = %s.class, pid = w.pid, metrics_port = ?w.metrics_port, %inputs, "worker started");
                     pool.workers.push(w);
                 }
                 Err(e) => {
@@ -349,7 +395,11 @@ fn terminate(class: &str, w: &mut Worker, why: &str) {
     }
 }
 
-fn spawn(opts: &FleetOptions, class: &str) -> Result<Worker, ScaleError> {
+fn spawn(
+    opts: &FleetOptions,
+    class: &str,
+    ports: &mut std::collections::BTreeSet<u16>,
+) -> Result<Worker, ScaleError> {
     let conc = opts.concurrency.get(class).copied().unwrap_or(1).max(1);
     let mut cmd = Command::new(&opts.exe);
     cmd.args(&opts.child_args)
@@ -357,9 +407,29 @@ fn spawn(opts: &FleetOptions, class: &str) -> Result<Worker, ScaleError> {
         .arg(conc.to_string())
         .arg("--drain-timeout")
         .arg(humantime::format_duration(opts.drain_timeout).to_string())
-        // The fleet serves /metrics; a child binding the same address would fail to start.
-        .env_remove("MEDIAFLEET_METRICS_LISTEN")
-        .stdin(std::process::Stdio::null())
+        // The fleet serves /metrics on its own address; a child binding the same one would fail to start.
+        .env_remove("MEDIAFLEET_METRICS_LISTEN");
+    // A port of the range of its own, or none when the range is used up (it still works, unscraped).
+    let metrics_port = opts.worker_metrics.as_ref().and_then(|m| {
+        let port = m.free(ports);
+        match port {
+            Some(p) => {
+                ports.insert(p);
+                cmd.env(
+                    "MEDIAFLEET_METRICS_LISTEN",
+                    std::net::SocketAddr::new(m.ip, p).to_string(),
+                );
+            }
+            None => warn!(
+                class,
+                first = m.first,
+                last = m.last,
+                "every worker metrics port is taken: this worker serves no /metrics"
+            ),
+        }
+        port
+    });
+    cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);
     let proc = cmd
@@ -373,13 +443,29 @@ fn spawn(opts: &FleetOptions, class: &str) -> Result<Worker, ScaleError> {
         spawned_ms: crate::db::now_ms(),
         seen: false,
         draining: None,
+        metrics_port,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::restart_delay;
+    use super::{restart_delay, WorkerMetricsPorts};
     use std::time::Duration;
+
+    #[test]
+    fn metrics_ports_parse_and_fill_from_the_bottom() {
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let m = WorkerMetricsPorts::parse("9200-9202", ip).unwrap();
+        assert_eq!((m.first, m.last), (9200, 9202));
+        let mut used = std::collections::BTreeSet::from([9200]);
+        assert_eq!(m.free(&used), Some(9201));
+        used.extend([9201, 9202]);
+        assert_eq!(m.free(&used), None);
+        assert_eq!(WorkerMetricsPorts::parse("9300", ip).unwrap().last, 9300);
+        assert!(WorkerMetricsPorts::parse("9300-9200", ip).is_err());
+        assert!(WorkerMetricsPorts::parse("x-9200", ip).is_err());
+        assert!(WorkerMetricsPorts::parse("0-9", ip).is_err());
+    }
 
     #[test]
     fn restart_delays_double_and_cap() {

@@ -12,12 +12,15 @@
 //! - [`observe`]: what the worker runtime reports when a job ends, and the worker's sidecars.
 //! - [`route`]: `video-gpu` capability check and the fallback to `video`.
 //! - [`scaler`]: one poll of every class: read, decide, publish gauges.
+//! - [`status`]: the fleet at a glance as one document (`ops status --json`, the `/ops` dashboard).
+//! - [`history`]: the dashboard's last hour: a sampler and its ring buffer.
 //! - [`fleet`]: spawns and drains `mediafleet worker` processes on the scaler's decisions.
 //! - [`simulate`]: replays arrival traces through our policy, KEDA's queueLength rule and the CPU rule.
 
 pub mod arrival;
 pub mod cost;
 pub mod fleet;
+pub mod history;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
@@ -25,6 +28,7 @@ pub mod route;
 pub mod scaler;
 pub mod signal;
 pub mod simulate;
+pub mod status;
 pub mod store;
 
 use crate::db::DbError;

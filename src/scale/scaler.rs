@@ -24,6 +24,9 @@ pub struct Scaler {
     records: Records,
     policies: BTreeMap<String, ClassPolicy>,
     fallback: Fallback,
+    /// A one-off reading (`ops status`, the `/ops` dashboard): no gauges, no decision logged at info, so it
+    /// never overwrites what the process's own scaling loop published.
+    quiet: bool,
 }
 
 impl Scaler {
@@ -65,7 +68,14 @@ impl Scaler {
             records,
             policies,
             fallback: Fallback::default(),
+            quiet: false,
         })
+    }
+
+    /// A scaler for one-off readings: [`Self::poll`] sets no gauge and logs its decisions at debug only.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 
     /// Overrides min and max workers of every class (`fleet --min --max`), the scale-down window and the
@@ -114,6 +124,14 @@ impl Scaler {
         current: &BTreeMap<String, u32>,
     ) -> Result<Vec<ClassSignal>, ScaleError> {
         let costs = store::costs(&self.records).await?;
+        // Operators' overrides (`ops scale --workers`). Unreadable: the policy decides alone this time.
+        let overrides = match self.records.scale_overrides().await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "cannot read scale overrides; the policy decides alone");
+                Default::default()
+            }
+        };
         let from_db = self.db_readings().await;
         let known = self.known_work().await;
         let now = Instant::now();
@@ -163,7 +181,17 @@ impl Scaler {
             sig.decided_by = d.term.as_str();
             sig.arrival_per_second = (d.arrival_per_second * 1000.0).round() / 1000.0;
             sig.current_workers = current.get(class).copied().unwrap_or(0);
-            if d.desired != before {
+            // An operator's override wins over the policy (which goes on deciding underneath, so it takes
+            // over from where the load is when the override ends), within the class's max.
+            if let Some(o) = overrides.get(class) {
+                let max = policy.config().max_workers;
+                if sig.desired_workers != o.workers.min(max) && !self.quiet {
+                    info!(class, workers = o.workers, max, policy = d.desired, set_by = %o.set_by, "scale override in force");
+                }
+                sig.desired_workers = o.workers.min(max);
+                sig.decided_by = "override";
+            }
+            if d.desired != before && !self.quiet {
                 info!(
                     class, ready = sig.ready, in_flight = ?sig.in_flight, delayed = sig.delayed,
                     oldest_age_seconds = ?sig.oldest_age_seconds, cost_seconds = sig.cost_seconds,
@@ -183,10 +211,14 @@ impl Scaler {
                     "scaling decision"
                 );
             }
-            publish(&sig);
+            if !self.quiet {
+                publish(&sig);
+            }
             out.push(sig);
         }
-        self.publish_heartbeat_ages().await;
+        if !self.quiet {
+            self.publish_heartbeat_ages().await;
+        }
         Ok(out)
     }
 

@@ -141,6 +141,8 @@ pub async fn wait_status(base: &str, id: &str, key: Option<&str>, want: &[&str])
 #[derive(Debug, Clone)]
 pub struct Hook {
     pub signature: String,
+    /// The request's `traceparent` header (empty when it had none).
+    pub traceparent: String,
     pub body: Vec<u8>,
     pub answered: u16,
 }
@@ -161,6 +163,11 @@ pub async fn webhook_receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Hook>
                     v.push(Hook {
                         signature: headers
                             .get("mediafleet-signature")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        traceparent: headers
+                            .get("traceparent")
                             .and_then(|h| h.to_str().ok())
                             .unwrap_or_default()
                             .to_owned(),
