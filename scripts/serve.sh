@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mediafleet-target}"
 # Both binaries: `mediafleet` and `mediafleet-image`, the still-image child the workers run beside it.
-cargo build --release --bins
+cargo build --release --bin mediafleet --bin mediafleet-image
 exec "$CARGO_TARGET_DIR/release/mediafleet" serve "$@"

@@ -49,10 +49,30 @@ pub fn start() -> String {
     format!("00-{}-{}-01", random_hex(16), random_hex(8))
 }
 
-/// The next hop of `traceparent`: same trace id and flags, a new parent id.
+/// The next hop of `traceparent`: same trace id and flags, a new parent id. When spans are exported (feature
+/// `otlp`) and the current span is exported in this trace, the parent id is that span's id, so the next hop's
+/// span is its child in the collector.
 pub fn next_hop(traceparent: &str) -> String {
     let t = traceparent.trim();
-    format!("00-{}-{}-{}", &t[3..35], random_hex(8), &t[53..55])
+    let parent = exported_span_id(&t[3..35]).unwrap_or_else(|| random_hex(8));
+    format!("00-{}-{}-{}", &t[3..35], parent, &t[53..55])
+}
+
+#[cfg(feature = "otlp")]
+fn exported_span_id(trace_id: &str) -> Option<String> {
+    crate::telemetry::otlp::span_id(&tracing::Span::current(), trace_id)
+}
+
+#[cfg(not(feature = "otlp"))]
+fn exported_span_id(_trace_id: &str) -> Option<String> {
+    None
+}
+
+/// Parents `span` on `traceparent` for span export (feature `otlp`; otherwise nothing to do).
+pub fn link(span: &tracing::Span, traceparent: &str) {
+    #[cfg(feature = "otlp")]
+    crate::telemetry::otlp::set_parent(span, traceparent);
+    let _ = (span, traceparent);
 }
 
 /// The request's `traceparent` when valid, else a new trace.
@@ -96,9 +116,28 @@ pub async fn layer(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use tracing::Instrument;
+
     let tp = from_header(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
     let answer = tp.clone();
-    let mut res = scope(tp, next.run(req)).await;
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", axum::extract::MatchedPath::as_str)
+        .to_owned();
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = trace_id(&tp).unwrap_or_default(),
+    );
+    link(&span, &tp);
+    let mut res = scope(tp, next.run(req)).instrument(span.clone()).await;
+    span.record("http.response.status_code", res.status().as_u16());
     if let Ok(v) = axum::http::HeaderValue::from_str(&answer) {
         res.headers_mut().insert(TRACEPARENT, v);
     }

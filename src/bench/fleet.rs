@@ -82,9 +82,15 @@ pub async fn run(args: BenchFleetArgs) -> anyhow::Result<()> {
     .await?;
 
     let (mut fleet_t, mut bare_t) = (Vec::new(), Vec::new());
+    let (mut fleet_cpu, mut bare_cpu) = (Cpu::default(), Cpu::default());
     for r in 0..args.rounds {
+        let before = Cpu::now(&fleet.pids());
         bare_t.push(bare(&child, &child_args, &files, concurrency, work.path()).await?);
+        let mid = Cpu::now(&fleet.pids());
         fleet_t.push(fleet.round(&files, &format!("{tag}-{r}")).await?);
+        let after = Cpu::now(&fleet.pids());
+        bare_cpu.add(&mid.since(&before));
+        fleet_cpu.add(&after.since(&mid));
     }
     let described = fleet.describe().to_owned();
     fleet.stop();
@@ -113,7 +119,75 @@ pub async fn run(args: BenchFleetArgs) -> anyhow::Result<()> {
         secs(&fleet_t),
         secs(&bare_t)
     );
+    // Where the CPU went (from /proc, 10 ms ticks), per upload over every timed round.
+    let per = |s: f64| s * 1000.0 / (args.uploads * args.rounds) as f64;
+    println!(
+        "cpu per upload ms: fleet side: fleet processes {:.1} + their media children {:.1} + this client {:.1}; \
+         bare side: children {:.1} + this process {:.1}",
+        per(fleet_cpu.fleet),
+        per(fleet_cpu.fleet_children),
+        per(fleet_cpu.client),
+        per(bare_cpu.client_children),
+        per(bare_cpu.client),
+    );
     Ok(())
+}
+
+/// CPU seconds so far (user + system) of the fleet's processes, their reaped children, and this process and
+/// its reaped children.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    fleet: f64,
+    fleet_children: f64,
+    client: f64,
+    client_children: f64,
+}
+
+impl Cpu {
+    fn now(fleet: &[u32]) -> Cpu {
+        let mut c = Cpu::default();
+        for pid in fleet {
+            let (own, children) = proc_cpu(&pid.to_string());
+            c.fleet += own;
+            c.fleet_children += children;
+        }
+        (c.client, c.client_children) = proc_cpu("self");
+        c
+    }
+
+    fn since(&self, earlier: &Cpu) -> Cpu {
+        Cpu {
+            fleet: self.fleet - earlier.fleet,
+            fleet_children: self.fleet_children - earlier.fleet_children,
+            client: self.client - earlier.client,
+            client_children: self.client_children - earlier.client_children,
+        }
+    }
+
+    fn add(&mut self, d: &Cpu) {
+        self.fleet += d.fleet;
+        self.fleet_children += d.fleet_children;
+        self.client += d.client;
+        self.client_children += d.client_children;
+    }
+}
+
+/// (own, reaped children) CPU seconds of a process from `/proc/PID/stat` (utime + stime, cutime + cstime, in
+/// USER_HZ = 100 ticks a second); zeros when it cannot be read.
+fn proc_cpu(pid: &str) -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (0.0, 0.0);
+    };
+    // Fields after the `(comm)`, which may hold spaces; the first of them is field 3 (state).
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return (0.0, 0.0);
+    };
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let field = |n: usize| f.get(n - 3).copied().unwrap_or(0.0) / 100.0;
+    (field(14) + field(15), field(16) + field(17))
 }
 
 fn secs(v: &[Duration]) -> Vec<f64> {
@@ -272,6 +346,13 @@ impl Fleet {
         }
         fleet.records = Some(mediafleet::db::Records::connect(&db, None).await?);
         Ok(fleet)
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter_map(tokio::process::Child::id)
+            .collect()
     }
 
     fn describe(&self) -> &str {

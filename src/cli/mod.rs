@@ -120,22 +120,28 @@ enum QueuesAction {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
     if let Command::Process(args) = &cli.command {
-        // No async runtime: the media child must stay small and single-purpose.
+        // No async runtime and no span export: the media child must stay small and single-purpose.
+        crate::telemetry::init();
         return process::run(&cli.common, args);
     }
     if let Command::Bench { args } = &cli.command {
+        crate::telemetry::init();
         return bench(args);
     }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
+            crate::telemetry::init();
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    let telemetry = crate::telemetry::init_exporting(rt.handle());
+    let done = rt.block_on(dispatch(cli));
+    // Flushes the spans not yet exported, on the runtime that is still up.
+    drop(telemetry);
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

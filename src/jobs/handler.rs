@@ -108,7 +108,8 @@ impl Handler for MediaHandler {
             .map(str::to_owned)
             .unwrap_or_else(crate::trace::start);
         let trace_id = crate::trace::trace_id(&tp).unwrap_or_default().to_owned();
-        let span = tracing::info_span!("job", job_id = %env.job_id, media_id = %env.media_id, kind = %env.kind, attempt, trace_id);
+        let span = tracing::info_span!("job", otel.name = %format_args!("job {}", env.kind), otel.kind = "consumer", job_id = %env.job_id, media_id = %env.media_id, kind = %env.kind, attempt, trace_id);
+        crate::trace::link(&span, &tp);
         crate::trace::scope(tp, self.run(work, env, attempt).instrument(span)).await
     }
 
