@@ -126,15 +126,21 @@ pub async fn layer(
         .map_or("unmatched", axum::extract::MatchedPath::as_str)
         .to_owned();
     let method = req.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
-        http.response.status_code = tracing::field::Empty,
-        trace_id = trace_id(&tp).unwrap_or_default(),
-    );
+    // Probes and scrapes get no span: polled every few seconds, they would be most of what is exported.
+    let probe = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
+    let span = if probe {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+            "request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+            trace_id = trace_id(&tp).unwrap_or_default(),
+        )
+    };
     link(&span, &tp);
     let mut res = scope(tp, next.run(req)).instrument(span.clone()).await;
     span.record("http.response.status_code", res.status().as_u16());

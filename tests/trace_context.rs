@@ -264,6 +264,14 @@ async fn spans_reach_an_otlp_collector_as_one_trace() {
     );
     assert_eq!(job.kind, 5, "SPAN_KIND_CONSUMER: {job:?}");
     assert_eq!(job.attributes["media_id"], id, "{job:?}");
+    // Health probes (polled above while the api started) are not traced.
+    assert!(
+        got.lock()
+            .unwrap()
+            .iter()
+            .all(|s| !s.name.ends_with("/healthz")),
+        "a probe was exported"
+    );
     // With span export on, a worker still drains and exits cleanly on SIGTERM (the exporter flushes last).
     assert_eq!(worker.terminate(Duration::from_secs(30)), Some(0));
 }
