@@ -136,12 +136,6 @@ async fn bulk_lane_on_sqs_and_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_lane_on_the_embedded_queue_and_sqlite() {
     let data = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", data.path().join("mediafleet.db").display());
-    let f = start_fleet_opts(FleetOpts {
-        db: Some(db),
-        data_dir: Some(data.path().to_path_buf()),
-        ..FleetOpts::on("embedded".into())
-    })
-    .await;
+    let f = start_fleet_opts(FleetOpts::embedded(data.path())).await;
     backfill_leaves_live_uploads_alone(f).await;
 }

@@ -373,12 +373,9 @@ async fn ops_on_sqs_and_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_on_the_embedded_queue_and_sqlite() {
     let data = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", data.path().join("mediafleet.db").display());
     let f = start_fleet_opts(FleetOpts {
         worker_config: WORKER.into(),
-        db: Some(db),
-        data_dir: Some(data.path().to_path_buf()),
-        ..FleetOpts::on("embedded".into())
+        ..FleetOpts::embedded(data.path())
     })
     .await;
     operate(f).await;

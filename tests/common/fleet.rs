@@ -85,6 +85,15 @@ impl FleetOpts {
             worker_config: String::new(),
         }
     }
+
+    /// The embedded queue with a SQLite DB and the data under `dir`.
+    pub fn embedded(dir: &std::path::Path) -> FleetOpts {
+        FleetOpts {
+            db: Some(format!("sqlite://{}", dir.join("mediafleet.db").display())),
+            data_dir: Some(dir.to_path_buf()),
+            ..FleetOpts::on("embedded".into())
+        }
+    }
 }
 
 /// A fleet as [`FleetOpts`] says.
