@@ -4,7 +4,7 @@ use super::bind::BindExt;
 use super::{now_ms, DbError, Records};
 
 /// One attempt, as recorded.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
     /// Envelope job id.
     pub job_id: String,
@@ -27,6 +27,19 @@ pub struct Attempt {
     /// Error message.
     pub error_message: Option<String>,
 }
+
+super::row::from_row!(Attempt {
+    job_id,
+    attempt,
+    media_id,
+    kind,
+    worker,
+    started_at,
+    finished_at,
+    outcome,
+    error_code,
+    error_message
+});
 
 impl Records {
     /// Records the start of an attempt (idempotent: a redelivery of the same attempt restarts the row).

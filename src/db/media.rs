@@ -8,15 +8,13 @@ use super::outbox::{insert_outbox, OutboxJob};
 use super::{bind, now_ms, DbError, Records};
 
 /// A media row.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MediaRow {
     /// UUID (v7, so ids sort by creation time).
     pub id: String,
     /// What the original is.
-    #[sqlx(try_from = "String")]
     pub kind: MediaKind,
     /// Where it is in its lifecycle (a name the DB holds that is not a status is a decode error).
-    #[sqlx(try_from = "String")]
     pub status: MediaStatus,
     /// Profile name.
     pub profile: String,
@@ -56,8 +54,32 @@ pub struct MediaRow {
     pub source_etag: Option<String>,
 }
 
+super::row::from_row!(MediaRow {
+    id,
+    kind: parsed,
+    status: parsed,
+    profile,
+    error_code,
+    error_message,
+    source_key,
+    filename,
+    content_type,
+    bytes,
+    sha256,
+    external_id,
+    metadata,
+    blurhash,
+    thumbhash,
+    progress,
+    version,
+    processing_deadline,
+    created_at,
+    updated_at,
+    source_etag
+});
+
 /// A rendition row.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RenditionRow {
     /// Owning media.
     pub media_id: String,
@@ -78,6 +100,18 @@ pub struct RenditionRow {
     /// Hex SHA-256 (the ETag).
     pub sha256: String,
 }
+
+super::row::from_row!(RenditionRow {
+    media_id,
+    name,
+    key,
+    content_type,
+    width,
+    height,
+    bytes,
+    duration_seconds,
+    sha256
+});
 
 /// What the api knows when it accepts an upload.
 #[derive(Debug, Clone)]

@@ -8,12 +8,14 @@ mod attempts;
 pub(crate) mod bind;
 mod keys;
 mod media;
+mod migrations;
 mod objects;
 mod ops;
 mod outbox;
 mod overrides;
 mod reprocess;
 mod retention;
+mod row;
 mod steer;
 mod uploads;
 mod work;
@@ -115,9 +117,6 @@ pub struct Records {
     postgres: bool,
 }
 
-static MIGRATE_PG: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
 impl Records {
     /// Connects the write pool (and the read pool, if given).
     pub async fn connect(url: &DbUrl, read: Option<&DbUrl>) -> Result<Records, DbError> {
@@ -159,6 +158,12 @@ impl Records {
                     sqlx::query("PRAGMA synchronous = NORMAL")
                         .execute(&mut *conn)
                         .await?;
+                    // Pages of the database file read through a shared mapping instead of a pread(2) each:
+                    // in WAL mode every write by another connection empties this connection's page cache,
+                    // and a job's dozen statements would read the same pages again and again.
+                    sqlx::query("PRAGMA mmap_size = 268435456")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             });
@@ -171,12 +176,8 @@ impl Records {
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), DbError> {
-        let m = if self.postgres {
-            &MIGRATE_PG
-        } else {
-            &MIGRATE_SQLITE
-        };
-        m.run(&self.write)
+        migrations::migrator(self.postgres)
+            .run(&self.write)
             .await
             .map_err(|e| DbError::Migrate(e.to_string()))
     }

@@ -20,12 +20,11 @@ pub struct FailedFilter {
 }
 
 /// One failed media as `ops failed list` shows it.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FailedMedia {
     /// Media id.
     pub id: String,
     /// What the original is.
-    #[sqlx(try_from = "String")]
     pub kind: MediaKind,
     /// Error code.
     pub error_code: Option<String>,
@@ -36,6 +35,15 @@ pub struct FailedMedia {
     /// When it failed (its last change), Unix ms.
     pub updated_at: i64,
 }
+
+super::row::from_row!(FailedMedia {
+    id,
+    kind: parsed,
+    error_code,
+    error_message,
+    attempts,
+    updated_at
+});
 
 /// Where a page of failed media ends: the next page starts after this (newest first).
 #[derive(Debug, Clone, PartialEq, Eq)]

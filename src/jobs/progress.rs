@@ -11,6 +11,10 @@ use crate::db::Records;
 /// The shortest time between two progress writes of one media.
 pub const WRITE_EVERY: Duration = Duration::from_secs(2);
 
+/// No progress is written before a job has run this long: a thumbnail is done well within it, and its
+/// final state is written by the job anyway, so a progress write would be one more commit a job for nothing.
+pub const FIRST_WRITE_AFTER: Duration = Duration::from_millis(500);
+
 /// A task that writes the latest progress of one media.
 pub struct ProgressWriter {
     tx: watch::Sender<f64>,
@@ -22,6 +26,7 @@ impl ProgressWriter {
     pub fn start(records: Records, id: String, (start, span): (f64, f64)) -> Self {
         let (tx, mut rx) = watch::channel(0.0f64);
         let task = tokio::spawn(async move {
+            tokio::time::sleep(FIRST_WRITE_AFTER).await;
             let mut written = -1.0f64;
             while rx.changed().await.is_ok() {
                 let p = start + span * rx.borrow_and_update().clamp(0.0, 1.0);

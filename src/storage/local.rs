@@ -28,19 +28,26 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
-    /// Copies `src` to a temp file beside `dest` and returns it.
-    async fn stage(&self, dest: &Path, src: &Path) -> Result<tempfile::TempPath, StoreError> {
-        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir).await?;
-        let tmp = tokio::task::spawn_blocking(move || {
-            tempfile::Builder::new().prefix(".put-").tempfile_in(dir)
-        })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??
-        .into_temp_path();
-        tokio::fs::copy(src, &tmp).await?;
+    /// Copies `src` to a temp file beside `dest` and returns it (blocking: run it on the blocking pool).
+    fn stage(&self, dest: &Path, src: &Path) -> Result<tempfile::TempPath, StoreError> {
+        let dir = dest.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".put-")
+            .tempfile_in(dir)?
+            .into_temp_path();
+        std::fs::copy(src, &tmp)?;
         Ok(tmp)
     }
+}
+
+/// Runs a file operation on the blocking pool: each put is one hop there, not one per system call.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
 }
 
 fn not_found(key: &str, e: std::io::Error) -> StoreError {
@@ -66,10 +73,13 @@ impl ObjectStore for LocalStore {
 
     async fn put_file(&self, key: &str, src: &Path, _content_type: &str) -> Result<(), StoreError> {
         let dest = self.path(key)?;
-        let tmp = self.stage(&dest, src).await?;
-        tokio::fs::rename(&tmp, &dest).await?;
-        std::mem::forget(tmp); // renamed away; nothing to clean up
-        Ok(())
+        let (store, src) = (self.clone(), src.to_path_buf());
+        blocking(move || {
+            let tmp = store.stage(&dest, &src)?;
+            tmp.persist(&dest).map_err(|e| StoreError::Io(e.error))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn put_if_absent(
@@ -79,20 +89,24 @@ impl ObjectStore for LocalStore {
         _content_type: &str,
     ) -> Result<bool, StoreError> {
         let dest = self.path(key)?;
-        if tokio::fs::try_exists(&dest).await? {
-            return Ok(false);
-        }
-        let tmp = self.stage(&dest, src).await?;
-        // link(2) fails if the name exists: an atomic create-if-absent. The temp file is removed on drop.
-        match tokio::fs::hard_link(&tmp, &dest).await {
-            Ok(()) => {
-                let bytes = tokio::fs::metadata(&dest).await.map_or(0, |m| m.len());
-                crate::scale::metrics::rendition_bytes(bytes);
-                Ok(true)
+        let (store, src) = (self.clone(), src.to_path_buf());
+        let stored = blocking(move || {
+            if dest.try_exists()? {
+                return Ok(None);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e.into()),
+            let tmp = store.stage(&dest, &src)?;
+            // link(2) fails if the name exists: an atomic create-if-absent. The temp file is removed on drop.
+            match std::fs::hard_link(&tmp, &dest) {
+                Ok(()) => Ok(Some(std::fs::metadata(&dest).map_or(0, |m| m.len()))),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await?;
+        if let Some(bytes) = stored {
+            crate::scale::metrics::rendition_bytes(bytes);
         }
+        Ok(stored.is_some())
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {

@@ -168,7 +168,7 @@ impl QueueAdmin for EmbeddedQueue {
                 }
             }
         }
-        self.published.notify_waiters();
+        self.published.wake_all();
         Ok(picker.finish())
     }
 

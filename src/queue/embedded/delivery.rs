@@ -1,11 +1,9 @@
 //! A leased embedded message and how it ends: every operation is guarded by the lease token.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqlitePool;
-use tokio::sync::Notify;
 
 use super::{err, ms, now_ms};
 use crate::queue::{Delivery, QueueError};
@@ -17,7 +15,9 @@ pub(super) struct EmbeddedDelivery {
     pub(super) body: Vec<u8>,
     pub(super) receive_count: i64,
     pub(super) token: String,
-    pub(super) published: Arc<Notify>,
+    /// The message's class (whose receivers a release wakes).
+    pub(super) class: String,
+    pub(super) published: super::Wakers,
 }
 
 impl EmbeddedDelivery {
@@ -93,7 +93,7 @@ impl Delivery for EmbeddedDelivery {
         .bind(&self.token)
         .bind(now_ms());
         self.guarded(q).await?;
-        self.published.notify_waiters();
+        self.published.wake(&self.class);
         Ok(())
     }
 

@@ -51,8 +51,33 @@ impl Default for EmbeddedConfig {
 pub struct EmbeddedQueue {
     pool: SqlitePool,
     cfg: EmbeddedConfig,
-    /// Wakes local receivers right after a local publish.
-    published: Arc<Notify>,
+    /// Wakes local receivers of a class right after a local publish to it.
+    published: Wakers,
+}
+
+/// One `Notify` per class: a publish wakes only the receivers of its own class. (One for all would make
+/// every class's puller claim, two write statements each, for every message published to any class.)
+#[derive(Debug, Default, Clone)]
+pub(super) struct Wakers(Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>);
+
+impl Wakers {
+    fn of(&self, class: &str) -> Arc<Notify> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(class.to_owned()).or_default().clone()
+    }
+
+    /// Wakes the receivers waiting on `class`.
+    pub(super) fn wake(&self, class: &str) {
+        self.of(class).notify_waiters();
+    }
+
+    /// Wakes every waiting receiver (after an admin change that may touch any class).
+    pub(super) fn wake_all(&self) {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for n in map.values() {
+            n.notify_waiters();
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -105,6 +130,8 @@ impl EmbeddedQueue {
             // reaper re-enqueues through the outbox; a lost ack is a redelivery. FULL would cost an fsync
             // on every publish, claim and ack (three a job).
             .synchronous(SqliteSynchronous::Normal)
+            // Reads through a shared mapping rather than a pread(2) a page (see `db::Records::pool`).
+            .pragma("mmap_size", "268435456")
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -139,24 +166,42 @@ impl EmbeddedQueue {
         Ok(EmbeddedQueue {
             pool,
             cfg,
-            published: Arc::new(Notify::new()),
+            published: Wakers::default(),
         })
     }
 
     async fn claim(&self, class: &JobClass, max: usize) -> Received {
         let now = now_ms();
-        // Crash-loop guard: a message delivered too often without an outcome goes to the DLQ.
-        sqlx::query(
-            "UPDATE queue_messages SET state = 'dead', lease_token = NULL, dead_at = $2, \
-             dead_reason = 'delivered ' || receive_count || ' times without an outcome (worker crash loop?)' \
-             WHERE class = $1 AND state = 'ready' AND visible_at <= $2 AND receive_count >= $3",
+        // A read first: with nothing to claim (an idle class, or a wake-up another puller beat us to), no
+        // write transaction is started at all, and the crash-loop guard below writes only when it has work.
+        let (ready, looping): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE class = $1 AND state = 'ready' \
+             AND visible_at <= $2), EXISTS (SELECT 1 FROM queue_messages WHERE class = $1 \
+             AND state = 'ready' AND visible_at <= $2 AND receive_count >= $3)",
         )
         .bind(class.as_str())
         .bind(now)
         .bind(i64::from(self.cfg.max_receives))
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(err)?;
+        if !ready {
+            return Ok(Vec::new());
+        }
+        if looping {
+            // Crash-loop guard: a message delivered too often without an outcome goes to the DLQ.
+            sqlx::query(
+                "UPDATE queue_messages SET state = 'dead', lease_token = NULL, dead_at = $2, \
+                 dead_reason = 'delivered ' || receive_count || ' times without an outcome (worker crash loop?)' \
+                 WHERE class = $1 AND state = 'ready' AND visible_at <= $2 AND receive_count >= $3",
+            )
+            .bind(class.as_str())
+            .bind(now)
+            .bind(i64::from(self.cfg.max_receives))
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        }
         let token = uuid::Uuid::new_v4().to_string();
         let rows = sqlx::query(
             "UPDATE queue_messages SET lease_token = $1, visible_at = $2, receive_count = receive_count + 1, \
@@ -181,6 +226,7 @@ impl EmbeddedQueue {
                     body: r.try_get("body").map_err(err)?,
                     receive_count: r.try_get("receive_count").map_err(err)?,
                     token: token.clone(),
+                    class: class.as_str().to_owned(),
                     published: self.published.clone(),
                 }) as Box<dyn Delivery>)
             })
@@ -205,14 +251,15 @@ impl JobQueue for EmbeddedQueue {
         .execute(&self.pool)
         .await
         .map_err(err)?;
-        self.published.notify_waiters();
+        self.published.wake(class.as_str());
         Ok(())
     }
 
     async fn receive(&self, class: &JobClass, max: usize, wait: Duration) -> Received {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let notified = self.published.notified();
+            let wake = self.published.of(class.as_str());
+            let notified = wake.notified();
             let got = self.claim(class, max.max(1)).await?;
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
@@ -229,5 +276,52 @@ impl JobQueue for EmbeddedQueue {
             .await
             .map_err(err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A receiver waits on its own class's wake-up: a publish to it ends the wait at once (the poll interval
+    /// here is far longer than the wait), and a publish to another class hands it nothing.
+    #[tokio::test]
+    async fn a_publish_wakes_the_receivers_of_its_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = EmbeddedConfig {
+            poll_interval: Duration::from_secs(600),
+            ..EmbeddedConfig::default()
+        };
+        let q = Arc::new(
+            EmbeddedQueue::open(&dir.path().join("q.db"), cfg)
+                .await
+                .unwrap(),
+        );
+        let (image, video) = (
+            JobClass::new("image").unwrap(),
+            JobClass::new("video").unwrap(),
+        );
+        let waiter = {
+            let (q, image) = (q.clone(), image.clone());
+            tokio::spawn(async move { q.receive(&image, 1, Duration::from_secs(30)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        q.publish(&video, b"{\"for\":\"video\"}").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a publish to video woke an image receiver with work"
+        );
+        q.publish(&image, b"{\"for\":\"image\"}").await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), waiter)
+            .await
+            .expect("the publish to image ended the wait")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body(), b"{\"for\":\"image\"}");
+        // An idle class claims nothing and the other message is still there for its own class.
+        assert!(q.claim(&image, 1).await.unwrap().is_empty());
+        assert_eq!(q.claim(&video, 1).await.unwrap().len(), 1);
     }
 }
