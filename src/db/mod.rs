@@ -104,6 +104,10 @@ fn server_side_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
         || code == "25006"
 }
 
+/// How much of a SQLite file (the records and the embedded queue) each connection maps instead of reading it
+/// a page at a time.
+pub const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -161,7 +165,7 @@ impl Records {
                     // Pages of the database file read through a shared mapping instead of a pread(2) each:
                     // in WAL mode every write by another connection empties this connection's page cache,
                     // and a job's dozen statements would read the same pages again and again.
-                    sqlx::query("PRAGMA mmap_size = 268435456")
+                    sqlx::query(&format!("PRAGMA mmap_size = {SQLITE_MMAP_BYTES}"))
                         .execute(&mut *conn)
                         .await?;
                     Ok(())

@@ -28,16 +28,17 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
-    /// Copies `src` to a temp file beside `dest` and returns it (blocking: run it on the blocking pool).
-    fn stage(&self, dest: &Path, src: &Path) -> Result<tempfile::TempPath, StoreError> {
+    /// Copies `src` to a temp file beside `dest` and returns it with its size (blocking: run it on the
+    /// blocking pool).
+    fn stage(&self, dest: &Path, src: &Path) -> Result<(tempfile::TempPath, u64), StoreError> {
         let dir = dest.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir)?;
         let tmp = tempfile::Builder::new()
             .prefix(".put-")
             .tempfile_in(dir)?
             .into_temp_path();
-        std::fs::copy(src, &tmp)?;
-        Ok(tmp)
+        let bytes = std::fs::copy(src, &tmp)?;
+        Ok((tmp, bytes))
     }
 }
 
@@ -75,7 +76,7 @@ impl ObjectStore for LocalStore {
         let dest = self.path(key)?;
         let (store, src) = (self.clone(), src.to_path_buf());
         blocking(move || {
-            let tmp = store.stage(&dest, &src)?;
+            let (tmp, _) = store.stage(&dest, &src)?;
             tmp.persist(&dest).map_err(|e| StoreError::Io(e.error))?;
             Ok(())
         })
@@ -94,10 +95,10 @@ impl ObjectStore for LocalStore {
             if dest.try_exists()? {
                 return Ok(None);
             }
-            let tmp = store.stage(&dest, &src)?;
+            let (tmp, bytes) = store.stage(&dest, &src)?;
             // link(2) fails if the name exists: an atomic create-if-absent. The temp file is removed on drop.
             match std::fs::hard_link(&tmp, &dest) {
-                Ok(()) => Ok(Some(std::fs::metadata(&dest).map_or(0, |m| m.len()))),
+                Ok(()) => Ok(Some(bytes)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
                 Err(e) => Err(e.into()),
             }

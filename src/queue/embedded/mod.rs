@@ -131,7 +131,7 @@ impl EmbeddedQueue {
             // on every publish, claim and ack (three a job).
             .synchronous(SqliteSynchronous::Normal)
             // Reads through a shared mapping rather than a pread(2) a page (see `db::Records::pool`).
-            .pragma("mmap_size", "268435456")
+            .pragma("mmap_size", crate::db::SQLITE_MMAP_BYTES.to_string())
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -174,21 +174,19 @@ impl EmbeddedQueue {
         let now = now_ms();
         // A read first: with nothing to claim (an idle class, or a wake-up another puller beat us to), no
         // write transaction is started at all, and the crash-loop guard below writes only when it has work.
-        let (ready, looping): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE class = $1 AND state = 'ready' \
-             AND visible_at <= $2), EXISTS (SELECT 1 FROM queue_messages WHERE class = $1 \
-             AND state = 'ready' AND visible_at <= $2 AND receive_count >= $3)",
+        let worst: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(receive_count) FROM queue_messages WHERE class = $1 AND state = 'ready' \
+             AND visible_at <= $2",
         )
         .bind(class.as_str())
         .bind(now)
-        .bind(i64::from(self.cfg.max_receives))
         .fetch_one(&self.pool)
         .await
         .map_err(err)?;
-        if !ready {
+        let Some(worst) = worst else {
             return Ok(Vec::new());
-        }
-        if looping {
+        };
+        if worst >= i64::from(self.cfg.max_receives) {
             // Crash-loop guard: a message delivered too often without an outcome goes to the DLQ.
             sqlx::query(
                 "UPDATE queue_messages SET state = 'dead', lease_token = NULL, dead_at = $2, \
@@ -257,8 +255,8 @@ impl JobQueue for EmbeddedQueue {
 
     async fn receive(&self, class: &JobClass, max: usize, wait: Duration) -> Received {
         let deadline = tokio::time::Instant::now() + wait;
+        let wake = self.published.of(class.as_str());
         loop {
-            let wake = self.published.of(class.as_str());
             let notified = wake.notified();
             let got = self.claim(class, max.max(1)).await?;
             let now = tokio::time::Instant::now();
