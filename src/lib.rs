@@ -12,7 +12,9 @@
 //! - [`api`]: the HTTP api (axum): uploads, media, renditions, health, and the `/ops` dashboard.
 //! - [`jobs`]: what each job kind does, and [`jobs::MediaHandler`], the media rules around them (attempts,
 //!   failing a media and warming its cache entry, retries and outage waits); the reaper.
-//! - [`sandbox`]: runs `workers::process` in a child process with rlimits and a timeout.
+//! - [`sandbox`]: runs `workers::process` in a contained child process (started by our own
+//!   `clone(CLONE_VM | CLONE_VFORK)` spawn, `sandbox::spawn`) with rlimits, isolation and a timeout;
+//!   `jobs::slots` keeps a class's children at its concurrency.
 //! - [`queue`] (hot path `JobQueue`, operator `QueueAdmin`), [`storage`], [`db`]: the backends behind small
 //!   traits. [`aws_http`]: the one HTTPS client of the S3 and SQS clients.
 //! - [`connect`]: builds the backends a configuration names.

@@ -18,8 +18,9 @@
 //! The api wakes the relay right after it commits, so a job usually reaches the queue within milliseconds;
 //! the poll interval only bounds the delay for rows written elsewhere (workers, other processes).
 //!
-//! Every publishing pass sets `mediafleet_outbox_lag_seconds` (the age of the oldest row still waiting), and
-//! each row of a failed publish counts once in `mediafleet_relay_publish_failures_total`.
+//! A publishing pass sets `mediafleet_outbox_lag_seconds` (the age of the oldest row still waiting) when the
+//! last reading is a poll interval old, and each row of a failed publish counts once in
+//! `mediafleet_relay_publish_failures_total`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +77,9 @@ impl Relay {
             let (relay, shutdown) = (self.clone(), shutdown.clone());
             tokio::spawn(async move { relay.run_sweeps(shutdown).await })
         };
+        // The lag is read at most once per interval: a pass woken by every upload's commit must not pay a
+        // second statement for a gauge scraped every few seconds.
+        let mut lag_read: Option<tokio::time::Instant> = None;
         loop {
             let busy = match self.publish_due().await {
                 Ok(n) => n as i64 == BATCH,
@@ -84,7 +88,10 @@ impl Relay {
                     false
                 }
             };
-            self.record_lag().await;
+            if lag_read.is_none_or(|t| t.elapsed() >= self.interval) {
+                self.record_lag().await;
+                lag_read = Some(tokio::time::Instant::now());
+            }
             if busy {
                 continue;
             }

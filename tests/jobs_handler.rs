@@ -51,6 +51,7 @@ async fn setup() -> Setup {
         public_url: None,
         webhooks: Default::default(),
         scratch: ByteBudget::new(u64::MAX),
+        media_slots: Default::default(),
     });
     let policy = RetryPolicy {
         max_attempts: 3,

@@ -80,6 +80,7 @@ async fn a_receive_that_panics_or_fails_does_not_stop_the_class() {
         public_url: None,
         webhooks: Default::default(),
         scratch: ByteBudget::new(u64::MAX),
+        media_slots: Default::default(),
     });
     let handler = MediaHandler::new(
         ctx,

@@ -174,6 +174,7 @@ fn runtime(
         cache: cache(s)?,
         public_url: s.public_url.clone(),
         webhooks: crate::webhook::WebhookPolicy::from_settings(&s.uploads),
+        media_slots: crate::jobs::slots::MediaSlots::new(&worker_classes(s, w)?),
         scratch: {
             let _ = std::fs::create_dir_all(s.scratch_dir());
             let budget = crate::runtime::budget::ByteBudget::for_dir(
@@ -200,7 +201,7 @@ fn runtime(
         Arc::new(handler),
         Arc::new(crate::scale::observe::WorkerObserver),
         RuntimeOptions {
-            classes: worker_classes(s, w)?,
+            classes: delivery_slots(s, w)?,
             poll_wait: s.worker.poll_wait,
             drain_timeout: w.drain_timeout.unwrap_or(s.worker.drain_timeout),
             lease: s.worker.lease,
@@ -210,11 +211,23 @@ fn runtime(
     ))
 }
 
-/// The RabbitMQ prefetch of each class this process serves: its concurrency of that class, and for its bulk
-/// lane the lane's share of it (so no more bulk messages wait in this process than it may run).
+/// Deliveries in flight per class: its concurrency plus its prefetch (`[worker] prefetch`; see
+/// `jobs::slots`).
+fn delivery_slots(s: &Settings, w: &WorkerArgs) -> anyhow::Result<Vec<(JobClass, usize)>> {
+    Ok(worker_classes(s, w)?
+        .into_iter()
+        .map(|(class, n)| {
+            let ahead = s.worker.prefetch.get(class.as_str()).copied().unwrap_or(0);
+            (class, n.max(1) + ahead)
+        })
+        .collect())
+}
+
+/// The RabbitMQ prefetch of each class this process serves: its deliveries in flight, and for its bulk
+/// lane the lane's share of them (so no more bulk messages wait in this process than it may run).
 fn prefetch(s: &Settings, w: &WorkerArgs) -> std::collections::BTreeMap<String, u16> {
     let mut out = std::collections::BTreeMap::new();
-    for (c, n) in worker_classes(s, w).unwrap_or_default() {
+    for (c, n) in delivery_slots(s, w).unwrap_or_default() {
         if let Some(bulk) = c.bulk_lane() {
             let cap = crate::runtime::bulk_slots(n, s.worker.bulk_share).max(1);
             out.entry(bulk.as_str().to_owned())

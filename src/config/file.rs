@@ -91,6 +91,9 @@ pub struct WorkerFile {
     /// Per-class concurrency, e.g. `{ image = 4, video = 1 }`.
     #[serde(default)]
     pub concurrency: BTreeMap<String, usize>,
+    /// See [`WorkerSettings::prefetch`], e.g. `{ image = 1 }`.
+    #[serde(default)]
+    pub prefetch: BTreeMap<String, usize>,
     /// See [`WorkerSettings::poll_wait`].
     #[serde(default, with = "humantime_serde")]
     pub poll_wait: Option<Duration>,
@@ -151,8 +154,11 @@ impl WorkerFile {
         ]
         .into();
         concurrency.extend(self.concurrency.clone());
+        let mut prefetch: BTreeMap<String, usize> = [("image".to_owned(), 1)].into();
+        prefetch.extend(self.prefetch.clone());
         WorkerSettings {
             concurrency,
+            prefetch,
             poll_wait: self.poll_wait.unwrap_or(Duration::from_secs(5)),
             drain_timeout: self.drain_timeout.unwrap_or(Duration::from_secs(30)),
             max_attempts: self.max_attempts.unwrap_or(5).max(1),

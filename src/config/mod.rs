@@ -94,6 +94,13 @@ pub struct CommonArgs {
 pub struct WorkerSettings {
     /// Jobs in flight per class in one process.
     pub concurrency: std::collections::BTreeMap<String, usize>,
+    /// Deliveries per class taken beyond its concurrency (default: `image` 1, others 0). A prefetched
+    /// job does its database and storage steps, fetching its original included, while the class's
+    /// `concurrency` media children run, and starts its own child the moment one of them ends; so the cores
+    /// never wait on the steps between two children. Media children stay at `concurrency` per class. Long
+    /// classes keep 0: a transcode held behind another would wait hours that a worker started by the
+    /// scaler could have used.
+    pub prefetch: std::collections::BTreeMap<String, usize>,
     /// Longest a receive call waits for messages.
     pub poll_wait: Duration,
     /// How long in-flight jobs may finish after SIGTERM before they are handed back.
@@ -318,6 +325,17 @@ mod tests {
         assert_eq!(s.db, DbUrl::Sqlite("/tmp/mf/mediafleet.db".into()));
         assert_eq!(s.storage, StorageUrl::Local("/tmp/mf/objects".into()));
         assert!(s.profiles.contains_key("default"));
+    }
+
+    #[test]
+    fn only_the_image_class_prefetches_by_default() {
+        let s = Settings::merge(&CommonArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(s.worker.prefetch.get("image"), Some(&1));
+        assert_eq!(s.worker.prefetch.values().sum::<usize>(), 1);
+        let file: FileConfig = toml::from_str("[worker.prefetch]\nimage = 0\ncache = 2\n").unwrap();
+        let s = Settings::merge(&CommonArgs::default(), file).unwrap();
+        assert_eq!(s.worker.prefetch.get("image"), Some(&0));
+        assert_eq!(s.worker.prefetch.get("cache"), Some(&2));
     }
 
     #[test]

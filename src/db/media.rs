@@ -262,9 +262,7 @@ impl Records {
             .arg(id)
             .execute(&mut *tx)
             .await?;
-        for r in renditions {
-            upsert_rendition(&mut tx, id, r).await?;
-        }
+        upsert_renditions(&mut tx, id, renditions).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -329,9 +327,7 @@ impl Records {
             tx.rollback().await?;
             return Ok(false);
         }
-        for r in renditions {
-            upsert_rendition(&mut tx, id, r).await?;
-        }
+        upsert_renditions(&mut tx, id, renditions).await?;
         insert_outbox(&mut tx, follow).await?;
         tx.commit().await?;
         Ok(true)
@@ -443,30 +439,58 @@ impl Records {
     }
 }
 
-/// Writes one rendition row (insert or replace) inside the caller's transaction.
-async fn upsert_rendition(
+/// Writes rendition rows (insert or replace) inside the caller's transaction, in one statement. A name
+/// given twice keeps its last row, as writing them one after another would.
+async fn upsert_renditions(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     media_id: &str,
-    r: &RenditionRow,
+    renditions: &[RenditionRow],
 ) -> Result<(), DbError> {
-    sqlx::query(
+    let mut rows: Vec<&RenditionRow> = Vec::with_capacity(renditions.len());
+    for r in renditions {
+        rows.retain(|earlier| earlier.name != r.name);
+        rows.push(r);
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // $1 is the media id; each row then takes eight placeholders.
+    let values: Vec<String> = (0..rows.len())
+        .map(|i| {
+            let p = |k: usize| 2 + i * 8 + k;
+            format!(
+                "($1, ${}, ${}, ${}, ${}, ${}, ${}, CAST(${} AS DOUBLE PRECISION), ${})",
+                p(0),
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5),
+                p(6),
+                p(7)
+            )
+        })
+        .collect();
+    let sql = format!(
         "INSERT INTO renditions (media_id, name, key, content_type, width, height, bytes, \
-         duration_seconds, sha256) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, CAST($8 AS DOUBLE PRECISION), $9) \
+         duration_seconds, sha256) VALUES {} \
          ON CONFLICT (media_id, name) DO UPDATE SET key = excluded.key, \
          content_type = excluded.content_type, width = excluded.width, height = excluded.height, \
          bytes = excluded.bytes, duration_seconds = excluded.duration_seconds, sha256 = excluded.sha256",
-    )
-    .arg(media_id)
-    .arg(&r.name)
-    .arg(&r.key)
-    .arg(&r.content_type)
-    .arg(r.width)
-    .arg(r.height)
-    .arg(r.bytes)
-    .arg(bind::nullable_double(r.duration_seconds))
-    .arg(&r.sha256)
-    .execute(&mut **tx)
-    .await?;
+        values.join(", ")
+    );
+    let mut query = sqlx::query(&sql).arg(media_id);
+    for r in rows {
+        query = query
+            .arg(&r.name)
+            .arg(&r.key)
+            .arg(&r.content_type)
+            .arg(r.width)
+            .arg(r.height)
+            .arg(r.bytes)
+            .arg(bind::nullable_double(r.duration_seconds))
+            .arg(&r.sha256);
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }

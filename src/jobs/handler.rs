@@ -91,7 +91,10 @@ impl Handler for MediaHandler {
     fn time_limit(&self, work: &Work) -> Option<Duration> {
         let (env, _) = parse(work).ok()?;
         let own = match JobKind::parse(&env.kind) {
-            Some(JobKind::MediaProcess) => super::longest_media_job(&self.ctx),
+            // Plus one job's time: a prefetched delivery may wait that long for a media slot.
+            Some(JobKind::MediaProcess) => {
+                super::longest_media_job(&self.ctx) + self.ctx.job_timeout
+            }
             _ => self.ctx.job_timeout,
         };
         Some(own + TIME_LIMIT_SLACK)
@@ -207,7 +210,7 @@ impl MediaHandler {
             warn!("recording the attempt's start is slow; going on without it");
         }
         let started = Instant::now();
-        let result = super::run(ctx, &env, &work.scratch).await;
+        let result = super::run(ctx, &work.class, &env, &work.scratch).await;
         let elapsed = started.elapsed();
         let completed = matches!(result, Ok(Done::Completed));
         let ending = match result {

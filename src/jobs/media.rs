@@ -91,6 +91,7 @@ fn timeout(ctx: &JobContext, kind: MediaKind, stage: Option<Stage>, metadata: &s
 
 pub(super) async fn process(
     ctx: &JobContext,
+    class: &crate::queue::JobClass,
     env: &Envelope,
     job: &MediaProcess,
     scratch: &Path,
@@ -155,6 +156,8 @@ pub(super) async fn process(
         _ => ctx.store.get_to_file(&row.source_key, &input).await?,
     };
 
+    // Everything up to here overlaps the class's running children; the child itself waits for a slot.
+    let slot = ctx.media_slots.acquire(class).await;
     let progress = ProgressWriter::start(ctx.records.clone(), id.clone(), part.progress);
     let report = ctx
         .sandbox
@@ -168,6 +171,7 @@ pub(super) async fn process(
         )
         .await;
     progress.stop().await;
+    drop(slot);
     let report = report?;
     if !report.is_ready() {
         let err = report.error.unwrap_or_else(|| {

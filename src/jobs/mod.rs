@@ -11,6 +11,7 @@ mod progress;
 mod reaper;
 mod retention;
 mod retire;
+pub mod slots;
 mod upload;
 mod validate;
 mod warm;
@@ -168,6 +169,8 @@ pub struct JobContext {
     pub webhooks: crate::webhook::WebhookPolicy,
     /// Bytes this worker's jobs may hold in scratch together.
     pub scratch: std::sync::Arc<crate::runtime::budget::ByteBudget>,
+    /// Media children at a time, per class (see [`slots`]).
+    pub media_slots: slots::MediaSlots,
 }
 
 /// Scratch a media job reserves for an original of `bytes`: the original, and room for renditions as large
@@ -186,10 +189,15 @@ pub enum Done {
     Skipped,
 }
 
-/// Runs one job.
-pub async fn run(ctx: &JobContext, env: &Envelope, scratch: &Path) -> Result<Done, JobError> {
+/// Runs one job, delivered from `class`.
+pub async fn run(
+    ctx: &JobContext,
+    class: &crate::queue::JobClass,
+    env: &Envelope,
+    scratch: &Path,
+) -> Result<Done, JobError> {
     match env.job().map_err(|e| JobError::Invalid(e.to_string()))? {
-        Job::MediaProcess(p) => media::process(ctx, env, &p, scratch).await,
+        Job::MediaProcess(p) => media::process(ctx, class, env, &p, scratch).await,
         Job::CacheWarm(w) => warm::warm(ctx, env, &w).await,
         Job::MediaValidate(v) => validate::validate(ctx, env, &v).await,
         Job::NotifyWebhook(n) => notify::notify(ctx, env, &n).await,

@@ -24,11 +24,12 @@
 //! - A child that still dies by a stop signal was stopped from outside, not by its media: that is a
 //!   transient error (the job is retried), never `media_crashed`.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 pub mod confine;
+pub mod spawn;
 pub mod warm;
 
 use mediafleet_proto::{ErrorCode, Profile};
@@ -68,35 +69,26 @@ pub const ENV_ALLOW: [&str; 9] = [
     "MEDIAFLEET_LOG_FORMAT",
 ];
 
-/// Puts the child in its own process group, clears its environment to [`ENV_ALLOW`], ignores stop signals
-/// in it and asks the kernel to SIGKILL it when the worker dies.
-#[allow(unsafe_code)]
-pub fn contain(cmd: &mut tokio::process::Command) {
-    cmd.env_clear();
-    for key in ENV_ALLOW {
-        if let Some(v) = std::env::var_os(key) {
-            cmd.env(key, v);
-        }
-    }
-    cmd.process_group(0);
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs in the forked child before exec. It calls only prctl(2), sigaction(2) and
-    // getppid(2), which are async-signal-safe, and allocates nothing (errors are raw OS errors).
-    unsafe {
-        cmd.pre_exec(move || {
-            use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-            let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-            for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-                sigaction(sig, &ignore).map_err(std::io::Error::from)?;
-            }
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            // The worker may have died between fork and prctl: then nothing would ever kill this child.
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::from(nix::errno::Errno::ESRCH));
-            }
-            Ok(())
-        });
-    }
+/// The environment of a media child: [`ENV_ALLOW`] from ours, and `MALLOC_ARENA_MAX`. glibc reserves 64 MiB
+/// of address space per thread arena; encoders run many threads, and the address-space rlimit counts
+/// reservations, not use.
+fn child_env() -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = ENV_ALLOW
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
+        .collect();
+    env.push(("MALLOC_ARENA_MAX".into(), "4".into()));
+    env
+}
+
+/// Starts a media child contained (see [`spawn::spawn`]): its own process group, environment cleared to
+/// [`child_env`], stop signals ignored, SIGKILLed by the kernel when the worker dies.
+pub fn contain(
+    exe: &Path,
+    args: &[OsString],
+    stdin_piped: bool,
+) -> std::io::Result<spawn::ContainedChild> {
+    spawn::spawn(exe, args, &child_env(), stdin_piped)
 }
 
 /// The lean still-image child, looked for next to the `mediafleet` executable.
@@ -222,7 +214,7 @@ impl Sandbox {
         };
         let exe = self.child_for(input, exe).await;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-        let mut args: Vec<std::ffi::OsString> = vec![
+        let mut args: Vec<OsString> = vec![
             input.into(),
             "--out".into(),
             out_dir.into(),
@@ -257,18 +249,8 @@ impl Sandbox {
         let mut child = match warm {
             Some(child) => child,
             None => {
-                let mut cmd = tokio::process::Command::new(exe);
                 args.insert(0, "process".into());
-                cmd.args(&args)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .kill_on_drop(true);
-                contain(&mut cmd);
-                // glibc reserves 64 MiB of address space per thread arena; encoders run many threads, and
-                // the address-space rlimit counts reservations, not use.
-                cmd.env("MALLOC_ARENA_MAX", "4");
-                cmd.spawn().map_err(|source| SandboxError::Spawn {
+                contain(exe, &args, false).map_err(|source| SandboxError::Spawn {
                     exe: exe.clone(),
                     source,
                 })?
@@ -357,7 +339,7 @@ pub const STDERR_LINES_MAX: usize = 200;
 /// [`STDERR_LINE_MAX`] bytes and at most [`STDERR_LINES_MAX`] lines, so a child cannot flood the worker's
 /// memory or its log.
 async fn relay_stderr(
-    stderr: tokio::process::ChildStderr,
+    stderr: tokio::net::unix::pipe::Receiver,
     progress: impl Fn(f64) + Send + Sync + 'static,
 ) {
     use futures::StreamExt;

@@ -13,11 +13,11 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Mutex;
 
 use tokio::io::AsyncWriteExt;
-use tokio::process::Child;
+
+use super::spawn::ContainedChild as Child;
 
 /// The flag that makes `process` wait for its arguments on stdin.
 pub const AWAIT_ARGS: &str = "--await-args";
@@ -59,7 +59,7 @@ impl WarmPool {
     /// A waiting child of `exe`, if one is idle and still alive.
     pub fn take(&self, exe: &Path) -> Option<Child> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Children that died while waiting are dropped (and reaped by tokio).
+        // Children that died while waiting are dropped (and reaped).
         idle.retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
         let i = idle.iter().position(|(e, _)| e == exe)?;
         Some(idle.swap_remove(i).1)
@@ -95,20 +95,15 @@ impl WarmPool {
 
 /// Starts `exe process - --out HOME --sandboxed --await-args`, contained like every media child.
 fn spawn_waiting(exe: &Path, home: Option<&Path>) -> std::io::Result<Child> {
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("process")
-        .arg("-")
-        .arg("--out")
-        .arg(home.unwrap_or(Path::new("-")))
-        .arg("--sandboxed")
-        .arg(AWAIT_ARGS)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    super::contain(&mut cmd);
-    cmd.env("MALLOC_ARENA_MAX", "4");
-    cmd.spawn()
+    let args: [OsString; 6] = [
+        "process".into(),
+        "-".into(),
+        "--out".into(),
+        home.unwrap_or(Path::new("-")).into(),
+        "--sandboxed".into(),
+        AWAIT_ARGS.into(),
+    ];
+    super::contain(exe, &args, true)
 }
 
 /// Hands a waiting child its arguments (everything after `process`) and closes its stdin. `None` when an

@@ -1,5 +1,10 @@
-//! Local-directory storage: every write goes to a temp file in the target directory, then is renamed (or
+//! Local-directory storage: every write goes to a temp name in the target directory, then is renamed (or
 //! hard-linked, for put-if-absent) into place, so readers never see half a file.
+//!
+//! The temp name is a hard link to the caller's file when both are on one filesystem (the api's spool and
+//! a worker's scratch are under the data dir, like the objects), so a put copies nothing. Callers hand over
+//! finished files that they only delete afterwards: a file written again after its put would change the
+//! stored object too.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,18 +33,33 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
-    /// Copies `src` to a temp file beside `dest` and returns it with its size (blocking: run it on the
-    /// blocking pool).
+    /// Gives `src`'s content a temp name beside `dest` and returns it with its size (blocking: run it on the
+    /// blocking pool). A hard link when both are on one filesystem: no copy, and no new inode (creating
+    /// inodes is most of what a local put costs the kernel); a copy otherwise.
     fn stage(&self, dest: &Path, src: &Path) -> Result<(tempfile::TempPath, u64), StoreError> {
         let dir = dest.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".put-")
-            .tempfile_in(dir)?
-            .into_temp_path();
+        let temp = || tempfile::Builder::new().prefix(".put-").to_owned();
+        match temp().make_in(dir, |p| std::fs::hard_link(src, p)) {
+            Ok(linked) => {
+                let bytes = std::fs::metadata(src)?.len();
+                return Ok((linked.into_temp_path(), bytes));
+            }
+            Err(e) if !cannot_link(&e) => return Err(e.into()),
+            Err(_) => {}
+        }
+        let tmp = temp().tempfile_in(dir)?.into_temp_path();
         let bytes = std::fs::copy(src, &tmp)?;
         Ok((tmp, bytes))
     }
+}
+
+/// Errors of `link(2)` that mean "not here" (another filesystem, or one without hard links), not a failure.
+fn cannot_link(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EXDEV | libc::EPERM | libc::EMLINK | libc::EOPNOTSUPP)
+    )
 }
 
 /// Runs a file operation on the blocking pool: each put is one hop there, not one per system call.
@@ -177,6 +197,13 @@ mod tests {
             store.get_to_file("../etc/passwd", &out).await,
             Err(StoreError::InvalidKey(_))
         ));
+        // On one filesystem a put is a second name for the same file, not a copy.
+        use std::os::unix::fs::MetadataExt;
+        let linked = store.local_path("p/a/c.bin").unwrap();
+        assert_eq!(
+            std::fs::metadata(&linked).unwrap().ino(),
+            std::fs::metadata(&src).unwrap().ino()
+        );
         store.delete_prefix("p/a").await.unwrap();
         assert!(matches!(
             store.head("p/a/b.bin").await,
@@ -188,5 +215,25 @@ mod tests {
             .unwrap()
             .collect();
         assert!(left.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_put_from_another_filesystem_is_a_copy() {
+        // /dev/shm is a mount of its own (tmpfs) on Linux: no hard link reaches the temp dir from there.
+        let other =
+            tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is needed for this test");
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("objects")).unwrap();
+        let src = other.path().join("src.bin");
+        std::fs::write(&src, b"across").unwrap();
+        assert!(store.put_if_absent("x/y.bin", &src, "x").await.unwrap());
+        store.put_file("x/z.bin", &src, "x").await.unwrap();
+        std::fs::write(&src, b"changed").unwrap();
+        for key in ["x/y.bin", "x/z.bin"] {
+            assert_eq!(
+                std::fs::read(store.local_path(key).unwrap()).unwrap(),
+                b"across"
+            );
+        }
     }
 }
