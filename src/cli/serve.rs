@@ -153,6 +153,7 @@ fn runtime(
     store: crate::storage::SharedStore,
     queue: crate::queue::SharedQueue,
 ) -> anyhow::Result<Runtime<MediaHandler>> {
+    let classes = worker_classes(s, w)?;
     let sandbox = if s.worker.sandbox_child {
         match &s.worker.sandbox_exe {
             Some(exe) => Sandbox::with_exe(exe.clone(), s.worker.sandbox_memory_bytes),
@@ -174,7 +175,7 @@ fn runtime(
         cache: cache(s)?,
         public_url: s.public_url.clone(),
         webhooks: crate::webhook::WebhookPolicy::from_settings(&s.uploads),
-        media_slots: crate::jobs::slots::MediaSlots::new(&worker_classes(s, w)?),
+        media_slots: crate::jobs::slots::MediaSlots::new(&classes),
         scratch: {
             let _ = std::fs::create_dir_all(s.scratch_dir());
             let budget = crate::runtime::budget::ByteBudget::for_dir(
@@ -201,7 +202,7 @@ fn runtime(
         Arc::new(handler),
         Arc::new(crate::scale::observe::WorkerObserver),
         RuntimeOptions {
-            classes: delivery_slots(s, w)?,
+            classes: delivery_slots(s, &classes),
             poll_wait: s.worker.poll_wait,
             drain_timeout: w.drain_timeout.unwrap_or(s.worker.drain_timeout),
             lease: s.worker.lease,
@@ -213,21 +214,21 @@ fn runtime(
 
 /// Deliveries in flight per class: its concurrency plus its prefetch (`[worker] prefetch`; see
 /// `jobs::slots`).
-fn delivery_slots(s: &Settings, w: &WorkerArgs) -> anyhow::Result<Vec<(JobClass, usize)>> {
-    Ok(worker_classes(s, w)?
-        .into_iter()
+fn delivery_slots(s: &Settings, classes: &[(JobClass, usize)]) -> Vec<(JobClass, usize)> {
+    classes
+        .iter()
         .map(|(class, n)| {
             let ahead = s.worker.prefetch.get(class.as_str()).copied().unwrap_or(0);
-            (class, n.max(1) + ahead)
+            (class.clone(), (*n).max(1) + ahead)
         })
-        .collect())
+        .collect()
 }
 
 /// The RabbitMQ prefetch of each class this process serves: its deliveries in flight, and for its bulk
 /// lane the lane's share of them (so no more bulk messages wait in this process than it may run).
 fn prefetch(s: &Settings, w: &WorkerArgs) -> std::collections::BTreeMap<String, u16> {
     let mut out = std::collections::BTreeMap::new();
-    for (c, n) in delivery_slots(s, w).unwrap_or_default() {
+    for (c, n) in delivery_slots(s, &worker_classes(s, w).unwrap_or_default()) {
         if let Some(bulk) = c.bulk_lane() {
             let cap = crate::runtime::bulk_slots(n, s.worker.bulk_share).max(1);
             out.entry(bulk.as_str().to_owned())
