@@ -103,4 +103,21 @@ mod tests {
         assert!(m.migrations.windows(2).all(|w| w[0].version < w[1].version));
         assert!(m.locking);
     }
+
+    #[tokio::test]
+    async fn processes_starting_together_on_a_fresh_sqlite_file_both_migrate() {
+        // api and worker started at once on a new data dir: each has its own pool, as two processes would.
+        for round in 0..4 {
+            let dir = tempfile::tempdir().unwrap();
+            let url = crate::config::DbUrl::Sqlite(dir.path().join(format!("r{round}.db")));
+            let (a, b) = tokio::join!(
+                crate::db::Records::connect(&url, None),
+                crate::db::Records::connect(&url, None)
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+            ra.unwrap();
+            rb.unwrap();
+        }
+    }
 }

@@ -108,6 +108,27 @@ fn server_side_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
 /// a page at a time.
 pub const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Waits for the exclusive lock that serialises migrations of the SQLite file `db` across processes; held
+/// until dropped.
+async fn migration_lock(db: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, DbError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".migrate-lock");
+    let failed =
+        |e: String| DbError::Migrate(format!("migration lock {}: {e}", name.to_string_lossy()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| failed(e.to_string()))?;
+    tokio::task::spawn_blocking(move || {
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e)
+    })
+    .await
+    .map_err(|e| failed(e.to_string()))?
+    .map_err(|e| failed(e.to_string()))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -119,6 +140,8 @@ pub struct Records {
     write: AnyPool,
     read: AnyPool,
     postgres: bool,
+    /// The SQLite file, when the records are one (see [`Records::migrate`]).
+    sqlite_file: Option<std::path::PathBuf>,
 }
 
 impl Records {
@@ -145,6 +168,10 @@ impl Records {
             write,
             read,
             postgres: matches!(url, DbUrl::Postgres(_)),
+            sqlite_file: match url {
+                DbUrl::Sqlite(path) => Some(path.clone()),
+                _ => None,
+            },
         })
     }
 
@@ -178,8 +205,14 @@ impl Records {
             .map_err(|e| DbError::Unavailable(format!("cannot connect: {e}")))
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations. sqlx serialises migrators with an advisory lock on Postgres but takes none
+    /// on SQLite, where processes sharing a data dir (`api` and `worker` started together) would both apply
+    /// the same migration and one would fail; there an exclusive `flock` on `<file>.migrate-lock` does it.
     pub async fn migrate(&self) -> Result<(), DbError> {
+        let _lock = match &self.sqlite_file {
+            Some(file) => Some(migration_lock(file).await?),
+            None => None,
+        };
         migrations::migrator(self.postgres)
             .run(&self.write)
             .await
