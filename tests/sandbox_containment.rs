@@ -175,9 +175,9 @@ async fn the_media_child_has_no_secrets_and_its_own_group_and_dies_with_the_work
         .collect();
     let allowed = mediafleet::sandbox::ENV_ALLOW;
     assert!(
-        names
-            .iter()
-            .all(|n| allowed.contains(n) || *n == "MALLOC_ARENA_MAX"),
+        names.iter().all(|n| allowed.contains(n)
+            || *n == "MALLOC_ARENA_MAX"
+            || *n == mediafleet::sandbox::netns::ENTERED),
         "unexpected variables in the child: {names:?}"
     );
     let worker = s.child.id();

@@ -41,6 +41,10 @@ pub struct BenchFleetArgs {
     /// Run the fleet as `api` + `worker` processes instead of one `serve`.
     #[arg(long)]
     split: bool,
+    /// Where both sides work (the fleet's data dir, the bare side's outputs, the input copies): a new
+    /// directory under this one. Default: the system's temp directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 /// Runs the benchmark; prints the figures on stdout.
@@ -63,7 +67,10 @@ pub async fn run(args: BenchFleetArgs) -> anyhow::Result<()> {
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let concurrency = args.concurrency.unwrap_or(cores).max(1);
-    let work = tempfile::tempdir()?;
+    let work = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
     let files = copies(&args.input, args.uploads, work.path())?;
     let tag = format!("bench-{}", uuid::Uuid::now_v7().simple());
 
@@ -78,6 +85,7 @@ pub async fn run(args: BenchFleetArgs) -> anyhow::Result<()> {
         &files[..files.len().min(4)],
         concurrency,
         work.path(),
+        "w",
     )
     .await?;
 
@@ -85,7 +93,18 @@ pub async fn run(args: BenchFleetArgs) -> anyhow::Result<()> {
     let (mut fleet_cpu, mut bare_cpu) = (Cpu::default(), Cpu::default());
     for r in 0..args.rounds {
         let before = Cpu::now(&fleet.pids());
-        bare_t.push(bare(&child, &child_args, &files, concurrency, work.path()).await?);
+        let round = r.to_string();
+        bare_t.push(
+            bare(
+                &child,
+                &child_args,
+                &files,
+                concurrency,
+                work.path(),
+                &round,
+            )
+            .await?,
+        );
         let mid = Cpu::now(&fleet.pids());
         fleet_t.push(fleet.round(&files, &format!("{tag}-{r}")).await?);
         let after = Cpu::now(&fleet.pids());
@@ -104,6 +123,7 @@ pub async fn run(args: BenchFleetArgs) -> anyhow::Result<()> {
         child.file_name().unwrap_or_default().to_string_lossy()
     );
     println!("fleet: {described}");
+    println!("work dir: {}", work.path().display());
     println!("{:<10} {:>12} {:>14}", "side", "median s", "per upload ms");
     for (name, t) in [("fleet", f), ("bare", b)] {
         println!(
@@ -218,17 +238,23 @@ fn copies(input: &Path, n: usize, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// The bare side: every file through the child, `concurrency` at a time. Returns the wall time.
+///
+/// Like the fleet, which keeps every rendition it makes, the bare side keeps its outputs until the run ends
+/// (each round in directories of its own, `round`). Removing them while the other side is timed would make
+/// that side pay for the freed inodes: an ext4 without a journal scans past every inode freed in the last
+/// minutes for each one it allocates.
 async fn bare(
     child: &Path,
     args: &[&str],
     files: &[PathBuf],
     concurrency: usize,
     dir: &Path,
+    round: &str,
 ) -> anyhow::Result<Duration> {
     let t = Instant::now();
     stream::iter(files.iter().enumerate())
         .map(|(i, f)| async move {
-            let out = dir.join(format!("bare-{i}"));
+            let out = dir.join(format!("bare-{round}-{i}"));
             std::fs::create_dir_all(&out)?;
             let status = tokio::process::Command::new(child)
                 .args(args)
@@ -245,7 +271,6 @@ async fn bare(
                 child.display(),
                 f.display()
             );
-            std::fs::remove_dir_all(&out)?;
             Ok::<_, anyhow::Error>(())
         })
         .buffer_unordered(concurrency)

@@ -153,6 +153,12 @@ pub(super) async fn process(
     match (ctx.store.direct_uploads(), row.source_etag.as_deref()) {
         // A direct upload is read only while it is still the object that was completed.
         (Some(direct), Some(etag)) => direct.get_matching(&row.source_key, &input, etag).await?,
+        // Where the child can only read its input, it gets the stored original itself, not a copy.
+        _ if ctx.sandbox.input_is_read_only() => {
+            ctx.store
+                .get_to_file_read_only(&row.source_key, &input)
+                .await?
+        }
         _ => ctx.store.get_to_file(&row.source_key, &input).await?,
     };
 

@@ -1,10 +1,10 @@
 //! The worker loop, generic over what a job is.
 //!
 //! One puller per class keeps at most `concurrency` deliveries in flight (a semaphore permit each). Each one
-//! runs in its own task — the panic boundary — with a scratch directory that is removed however it ends, and
-//! a heartbeat that extends its lease. What the delivery means is the [`Handler`]'s business: it returns an
-//! [`Outcome`] (ack, retry after a delay, dead-letter with a reason, or fail for good) and the runtime applies
-//! it to the delivery. The runtime knows nothing about media; the media rules are in `jobs::MediaHandler`.
+//! runs in its own task — the panic boundary — with a scratch directory that is emptied however it ends (and
+//! reused by a later job, see `jobdirs`), and a heartbeat that extends its lease. What the delivery means is
+//! the [`Handler`]'s business: it returns an [`Outcome`] (ack, retry after a delay, dead-letter with a reason,
+//! or fail for good) and the runtime applies it to the delivery. The runtime knows nothing about media; the media rules are in `jobs::MediaHandler`.
 //!
 //! A class's puller also takes its bulk lane (`image-bulk`: replays, reprocesses, backfills), but only after a
 //! receive of the live queue came back short, and never into more than `bulk_share` of the class's slots, so
@@ -15,6 +15,7 @@
 //! the job too.
 
 pub mod budget;
+mod jobdirs;
 mod scratch;
 mod supervise;
 
@@ -215,6 +216,7 @@ impl<H: Handler> Runtime<H> {
             }
         };
         self.handler.starting(&self.opts.scratch_dir);
+        let dirs = jobdirs::JobDirs::new(&self.opts.scratch_dir);
         let jobs = TaskTracker::new();
         // Cancelled when the drain deadline passes: in-flight jobs stop and hand their messages back.
         let abort = CancellationToken::new();
@@ -232,6 +234,7 @@ impl<H: Handler> Runtime<H> {
                 handler: self.handler.clone(),
                 observer: self.observer.clone(),
                 opts: self.opts.clone(),
+                dirs: dirs.clone(),
                 class,
                 permits: Arc::new(Semaphore::new(concurrency.max(1))),
                 jobs: jobs.clone(),
@@ -338,6 +341,7 @@ struct Puller<H: Handler> {
     handler: Arc<H>,
     observer: Arc<dyn Observer>,
     opts: Arc<RuntimeOptions>,
+    dirs: Arc<jobdirs::JobDirs>,
     class: JobClass,
     permits: Arc<Semaphore>,
     jobs: TaskTracker,
@@ -537,6 +541,7 @@ impl<H: Handler> Puller<H> {
                 handler: self.handler.clone(),
                 observer: self.observer.clone(),
                 opts: self.opts.clone(),
+                dirs: self.dirs.clone(),
                 class: class.clone(),
                 abort: self.abort.clone(),
             };

@@ -17,6 +17,7 @@ pub(super) struct One<H: Handler> {
     pub handler: Arc<H>,
     pub observer: Arc<dyn Observer>,
     pub opts: Arc<RuntimeOptions>,
+    pub dirs: Arc<super::jobdirs::JobDirs>,
     pub class: JobClass,
     pub abort: CancellationToken,
 }
@@ -33,10 +34,7 @@ impl<H: Handler> One<H> {
     pub async fn run(self, delivery: Box<dyn Delivery>) {
         let _busy = self.observer.started(&self.class);
         let started = Instant::now();
-        let scratch = match tempfile::Builder::new()
-            .prefix("job-")
-            .tempdir_in(&self.opts.scratch_dir)
-        {
+        let scratch = match self.dirs.take() {
             Ok(dir) => dir,
             Err(e) => {
                 // Without a scratch directory nothing can run. Not the message's fault: it goes back unchanged
@@ -67,7 +65,7 @@ impl<H: Handler> One<H> {
             tokio::spawn(async move { handler.handle(&work).await }.in_current_span())
         };
         let ended = self.supervise(task, delivery.as_ref(), &work, limit).await;
-        drop(scratch); // always removed, whatever happened
+        drop(scratch); // always emptied (or removed), whatever happened
         let label = match ended {
             Ended::Stopped(why) => {
                 match &why {

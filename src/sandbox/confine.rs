@@ -4,7 +4,8 @@
 //! Layers, each applied where the kernel allows and reported either way ([`Layers`]):
 //! - **rlimits**: address space, CPU seconds, file size (what one rendition may write), open files, processes,
 //!   no core dumps;
-//! - **network**: a new, empty network namespace (`unshare(CLONE_NEWNET)`, inside a new user namespace when not
+//! - **network**: an empty network namespace: the worker's own empty one, entered before exec (see
+//!   [`super::netns`]), or else a new one (`unshare(CLONE_NEWNET)`, inside a new user namespace when not
 //!   root): only a loopback that is down, so no connection can leave;
 //! - **seccomp**: `socket`, `execve`/`execveat` and `ptrace` fail with `EACCES`, so even without a namespace no
 //!   socket can be made and no other program run;
@@ -141,10 +142,14 @@ pub fn isolate_network_early() {
     let _ = EARLY_NETNS.set(isolate_network());
 }
 
-/// A new network namespace: as root directly, otherwise inside a new user namespace (allowed to unprivileged
+/// An empty network namespace: the worker's, when the child was started inside it; else a new one: as root
+/// directly, otherwise inside a new user namespace (allowed to unprivileged
 /// users on most distributions, and in a single-threaded process only).
 fn isolate_network() -> Result<(), String> {
     use nix::sched::{unshare, CloneFlags};
+    if std::env::var_os(super::netns::ENTERED).is_some() && super::netns::only_loopback() {
+        return Ok(());
+    }
     match unshare(CloneFlags::CLONE_NEWNET) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EPERM) => {

@@ -26,9 +26,11 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub mod confine;
+pub mod netns;
 pub mod spawn;
 pub mod warm;
 
@@ -82,13 +84,19 @@ fn child_env() -> Vec<(OsString, OsString)> {
 }
 
 /// Starts a media child contained (see [`spawn::spawn`]): its own process group, environment cleared to
-/// [`child_env`], stop signals ignored, SIGKILLed by the kernel when the worker dies.
+/// [`child_env`], stop signals ignored, SIGKILLed by the kernel when the worker dies, and inside the worker's
+/// empty network namespace where there is one ([`netns`]).
 pub fn contain(
     exe: &Path,
     args: &[OsString],
     stdin_piped: bool,
 ) -> std::io::Result<spawn::ContainedChild> {
-    spawn::spawn(exe, args, &child_env(), stdin_piped)
+    let mut env = child_env();
+    let shared = netns::shared();
+    if shared.is_some() {
+        env.push((netns::ENTERED.into(), "1".into()));
+    }
+    spawn::spawn(exe, args, &env, stdin_piped, shared)
 }
 
 /// The lean still-image child, looked for next to the `mediafleet` executable.
@@ -107,6 +115,18 @@ pub struct Sandbox {
     pub memory_bytes: u64,
     /// Children started ahead of their jobs (see [`warm`]); `None` starts each child when its job does.
     pub warm: Option<std::sync::Arc<warm::WarmPool>>,
+}
+
+impl Sandbox {
+    /// Whether this sandbox's children are known to run under landlock, which lets them read their input and
+    /// nothing else: then a job may hand its child the stored original itself (a second name of it, see
+    /// [`crate::storage::ObjectStore::get_to_file_read_only`]) rather than a copy. False for in-process work,
+    /// until a child has reported its layers, and for good once one reported landlock off.
+    pub fn input_is_read_only(&self) -> bool {
+        self.exe.is_some()
+            && LANDLOCK_ON.load(Ordering::Relaxed)
+            && !LANDLOCK_OFF.load(Ordering::Relaxed)
+    }
 }
 
 /// Children of each executable kept started and waiting, by default.
@@ -346,6 +366,7 @@ async fn relay_stderr(
     use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
     let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(STDERR_LINE_MAX));
     let (mut relayed, mut dropped) = (0usize, 0usize);
+    let mut layers_seen = false;
     while let Some(item) = lines.next().await {
         let line = match item {
             Ok(line) => line,
@@ -362,9 +383,14 @@ async fn relay_stderr(
             progress(p);
             continue;
         }
+        // Only a child's first layers line counts: the child writes it once confined, before it opens its
+        // input, so anything later could come from a decoder a hostile file took over.
         if let Some(layers) = line.strip_prefix(confine::LAYERS_PREFIX) {
-            note_layers(layers);
-            continue;
+            if !layers_seen {
+                layers_seen = true;
+                note_layers(layers);
+                continue;
+            }
         }
         if relayed < STDERR_LINES_MAX {
             relayed += 1;
@@ -384,7 +410,16 @@ async fn relay_stderr(
 /// The sandbox layers the last media child reported (`rlimits=on netns=on …`), for logs and readiness.
 static LAST_LAYERS: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
+/// Whether some media child reported landlock on, and whether any reported it off (then never again on).
+static LANDLOCK_ON: AtomicBool = AtomicBool::new(false);
+static LANDLOCK_OFF: AtomicBool = AtomicBool::new(false);
+
 fn note_layers(layers: &str) {
+    if layers.split_whitespace().any(|l| l == "landlock=on") {
+        LANDLOCK_ON.store(true, Ordering::Relaxed);
+    } else {
+        LANDLOCK_OFF.store(true, Ordering::Relaxed);
+    }
     let mut last = LAST_LAYERS.lock().unwrap_or_else(|e| e.into_inner());
     if last.as_deref() != Some(layers) {
         if layers.contains("=off") {

@@ -9,7 +9,7 @@
 //! outlive it, or a worker killed in that window leaves an encoder running for nobody.
 //!
 //! So [`spawn`] makes the same clone itself, and the child runs only async-signal-safe system calls before
-//! `execve`: signal dispositions, `setpgid`, `prctl`, `getppid`, `dup2`, `sigprocmask`. It allocates
+//! `execve`: signal dispositions, `setpgid`, `prctl`, `getppid`, `setns`, `dup2`, `sigprocmask`. It allocates
 //! nothing and cannot panic; everything it reads (paths, argument and environment arrays, descriptors) is
 //! prepared by the parent. The parent's thread blocks all signals around the clone, so no handler of the
 //! worker ever runs on the borrowed memory; the child resets every caught signal to its default before it
@@ -39,6 +39,8 @@ struct ChildArgs {
     parent: libc::pid_t,
     /// The highest signal number (`SIGRTMAX`), looked up by the parent.
     sigmax: libc::c_int,
+    /// A network namespace the child enters (`setns`) before it execs, or -1.
+    netns: RawFd,
     /// Written by the child when it cannot exec: the errno.
     err: libc::c_int,
 }
@@ -113,6 +115,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::getppid() != (*a).parent {
             fail(a, libc::ESRCH);
         }
+        if (*a).netns >= 0 && libc::setns((*a).netns, libc::CLONE_NEWNET) != 0 {
+            fail(a, errno());
+        }
         for (target, fd) in (0..3).zip((*a).stdio) {
             let done = if fd == target {
                 // Already in place: only its close-on-exec flag must go.
@@ -171,13 +176,15 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 
 /// Starts `exe` with `args` (argv[0] is `exe`) and exactly the environment `env`, contained: its own process
 /// group, stop signals ignored, killed by the kernel when the calling thread's process dies. Stdout and
-/// stderr are pipes; stdin is a pipe when `stdin_piped`, else `/dev/null`. Call it on a runtime thread
-/// (see [`super::warm::WarmPool::refill`] for why the thread matters).
+/// stderr are pipes; stdin is a pipe when `stdin_piped`, else `/dev/null`. With `netns`, the child enters
+/// that network namespace before it execs. Call it on a runtime thread (see
+/// [`super::warm::WarmPool::refill`] for why the thread matters).
 pub fn spawn(
     exe: &Path,
     args: &[OsString],
     env: &[(OsString, OsString)],
     stdin_piped: bool,
+    netns: Option<RawFd>,
 ) -> io::Result<ContainedChild> {
     let path = cstring(exe.as_os_str())?;
     let argv_c = std::iter::once(Ok(path.clone()))
@@ -223,6 +230,7 @@ pub fn spawn(
         ],
         parent: std::process::id() as libc::pid_t,
         sigmax: libc::SIGRTMAX(),
+        netns: netns.unwrap_or(-1),
         err: 0,
     };
     let mut stack = vec![0u8; CHILD_STACK];
@@ -390,6 +398,7 @@ mod tests {
             &sh("read x; echo \"$x $ONLY ${HOME:-nohome}\"; echo oops >&2; exit 3"),
             &env,
             true,
+            None,
         )
         .unwrap();
         let mut stdin = child.stdin.take().unwrap();
@@ -417,7 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_child_is_contained_and_killable() {
-        let mut child = spawn(Path::new("/bin/sleep"), &["30".into()], &[], false).unwrap();
+        let mut child = spawn(Path::new("/bin/sleep"), &["30".into()], &[], false, None).unwrap();
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         assert_eq!(nix::unistd::getpgid(Some(pid)).unwrap(), pid);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -436,9 +445,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_executable_is_an_error_and_dropping_kills() {
-        let err = spawn(Path::new("/nonexistent/exe"), &[], &[], false).unwrap_err();
+        let err = spawn(Path::new("/nonexistent/exe"), &[], &[], false, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        let child = spawn(Path::new("/bin/sleep"), &["30".into()], &[], false).unwrap();
+        let child = spawn(Path::new("/bin/sleep"), &["30".into()], &[], false, None).unwrap();
         let pid = child.id();
         drop(child);
         let gone = async {

@@ -92,6 +92,28 @@ impl ObjectStore for LocalStore {
             .map_err(|e| not_found(key, e))
     }
 
+    async fn get_to_file_read_only(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
+        let path = self.path(key)?;
+        let to = dest.to_path_buf();
+        let linked = blocking(move || {
+            let dest = to;
+            // A name left by an earlier try of this job would make link(2) fail.
+            let _ = std::fs::remove_file(&dest);
+            match std::fs::hard_link(&path, &dest) {
+                Ok(()) => Ok(Some(std::fs::metadata(&dest)?.len())),
+                Err(e) if cannot_link(&e) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await;
+        match linked {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => self.get_to_file(key, dest).await,
+            Err(StoreError::Io(e)) => Err(not_found(key, e)),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn put_file(&self, key: &str, src: &Path, _content_type: &str) -> Result<(), StoreError> {
         let dest = self.path(key)?;
         let (store, src) = (self.clone(), src.to_path_buf());
@@ -204,6 +226,25 @@ mod tests {
             std::fs::metadata(&linked).unwrap().ino(),
             std::fs::metadata(&src).unwrap().ino()
         );
+        // A read-only reader gets a second name of the object (twice: a name left over is replaced).
+        let shared = dir.path().join("shared.bin");
+        for _ in 0..2 {
+            assert_eq!(
+                store
+                    .get_to_file_read_only("p/a/c.bin", &shared)
+                    .await
+                    .unwrap(),
+                5
+            );
+        }
+        assert_eq!(
+            std::fs::metadata(&shared).unwrap().ino(),
+            std::fs::metadata(&linked).unwrap().ino()
+        );
+        assert!(matches!(
+            store.get_to_file_read_only("p/nope", &shared).await,
+            Err(StoreError::NotFound(_))
+        ));
         store.delete_prefix("p/a").await.unwrap();
         assert!(matches!(
             store.head("p/a/b.bin").await,

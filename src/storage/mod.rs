@@ -74,6 +74,12 @@ pub trait ObjectStore: Send + Sync {
     fn backend(&self) -> &'static str;
     /// Stream the object into `dest` (created or truncated). Returns the byte count.
     async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64, StoreError>;
+    /// Like [`ObjectStore::get_to_file`] for a reader that cannot write `dest`: a store that keeps objects
+    /// on the same filesystem may give the object a second name instead of copying it (`dest` then shares
+    /// the object's bytes, so nothing may write through it). `dest` must not exist.
+    async fn get_to_file_read_only(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
+        self.get_to_file(key, dest).await
+    }
     /// Store `src` under `key`, replacing what is there.
     async fn put_file(&self, key: &str, src: &Path, content_type: &str) -> Result<(), StoreError>;
     /// Store `src` under `key` unless an object already exists. Returns false when it existed.

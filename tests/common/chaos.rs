@@ -141,7 +141,9 @@ pub fn busy_children(needle: &str) -> Vec<(u32, String)> {
         .collect()
 }
 
-/// Job scratch directories left under `root` (a worker's `scratch/`).
+/// Job scratch directories under `root` (a worker's `scratch/`) that still hold a file. A worker keeps the
+/// emptied directories of finished jobs for its next jobs (`runtime::jobdirs`); only files are a job's
+/// leftovers.
 pub fn leftover_jobs(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(owners) = std::fs::read_dir(root) else {
@@ -151,12 +153,23 @@ pub fn leftover_jobs(root: &Path) -> Vec<String> {
         if let Ok(jobs) = std::fs::read_dir(owner.path()) {
             out.extend(
                 jobs.flatten()
-                    .map(|j| j.path().display().to_string())
-                    .filter(|p| p.contains("job-")),
+                    .map(|j| j.path())
+                    .filter(|p| p.display().to_string().contains("job-") && holds_a_file(p))
+                    .map(|p| p.display().to_string()),
             );
         }
     }
     out
+}
+
+fn holds_a_file(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| match e.file_type() {
+        Ok(t) if t.is_dir() => holds_a_file(&e.path()),
+        _ => true,
+    })
 }
 
 /// Every key under `prefix` in `bucket` on moto.
