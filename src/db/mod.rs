@@ -108,8 +108,8 @@ fn server_side_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
 /// a page at a time.
 pub const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Waits for the exclusive lock that serialises migrations of the SQLite file `db` across processes; held
-/// until dropped.
+/// Waits for the exclusive lock that serialises the switch to WAL and the migrations of the SQLite file `db`
+/// across processes; held until dropped.
 async fn migration_lock(db: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, DbError> {
     let mut name = db.as_os_str().to_owned();
     name.push(".migrate-lock");
@@ -154,8 +154,12 @@ impl Records {
             }
         }
         let write = Self::pool(url).await?;
-        if let DbUrl::Sqlite(_) = url {
+        if let DbUrl::Sqlite(path) = url {
             // WAL lets api, worker and fleet processes share one file; busy_timeout makes writers queue.
+            // Switching a new file to WAL takes an exclusive lock for which SQLite does not wait (two
+            // processes starting together on a new data dir saw "database is locked"), so the switch is
+            // made under the same file lock as the migrations; on a file already in WAL mode it is a no-op.
+            let _lock = migration_lock(path).await?;
             sqlx::query("PRAGMA journal_mode=WAL")
                 .execute(&write)
                 .await?;
