@@ -48,11 +48,17 @@ pub fn only_loopback() -> bool {
     let Ok(dev) = std::fs::read_to_string("/proc/self/net/dev") else {
         return false;
     };
-    // Two header lines, then one `name: counters…` line per interface.
+    let only_lo = interfaces(&dev).all(|name| name == "lo");
+    only_lo
+}
+
+/// The interface names in the text of `/proc/…/net/dev`: two header lines, then one `name: counters…` line
+/// per interface.
+fn interfaces(dev: &str) -> impl Iterator<Item = &str> {
     dev.lines()
         .skip(2)
         .filter_map(|l| l.split(':').next())
-        .all(|name| name.trim() == "lo")
+        .map(str::trim)
 }
 
 #[cfg(test)]
@@ -89,12 +95,7 @@ mod tests {
                 .await
                 .unwrap();
             assert!(child.wait().await.unwrap().success());
-            let names: Vec<&str> = out
-                .lines()
-                .skip(2)
-                .filter_map(|l| l.split(':').next())
-                .map(str::trim)
-                .collect();
+            let names: Vec<&str> = interfaces(&out).collect();
             assert_eq!(names, ["lo"], "{out}");
         });
         let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
