@@ -221,6 +221,11 @@ impl Relay {
     }
 
     async fn announce(&self) -> Result<(), crate::db::DbError> {
+        if !self.webhooks_enabled {
+            // Nothing to send for any media: the announcements are only recorded.
+            self.records.announce_all_without_jobs().await?;
+            return Ok(());
+        }
         let mut wrote = false;
         for (id, status, version, callback, traceparent) in self.records.unannounced(BATCH).await? {
             let url = callback.or_else(|| self.webhook_url.clone());

@@ -4,7 +4,8 @@
 //! each far longer than the retry budget (3 attempts from 200 ms) — spends no attempt, and every media becomes
 //! ready when S3 returns; an outage longer
 //! than the outage budget fails the media with `storage_unavailable` and one readable line, not the SDK's
-//! error chain. Each test prints `lost=… duplicated=… orphaned=…`.
+//! error chain. Each test prints `lost=… duplicated=… orphaned=…`. An upload while the api's own S3 is down
+//! is a plain 503 that a client can retry.
 
 mod common;
 
@@ -146,4 +147,33 @@ async fn an_outage_longer_than_its_budget_fails_with_one_readable_line() {
         );
     }
     println!("lost=0 duplicated=0 orphaned=0 message={message:?}");
+}
+
+/// An upload while the api cannot reach S3 is refused with 503 `unavailable` and a message that says only
+/// that: the SDK's error chain, with the endpoint's address, goes to the api's log, not to the client. The
+/// same upload is taken once S3 is back.
+#[tokio::test]
+async fn an_upload_while_s3_is_down_is_a_plain_503_and_works_once_it_is_back() {
+    require_tcp("127.0.0.1:5672", "RabbitMQ");
+    let (bucket, _) = moto_bucket().await;
+    let proxy = SwitchProxy::start(s3_endpoint().trim_start_matches("http://")).await;
+    let f = start_fleet_with(amqp_url(), Some(through(&proxy, &bucket)), vec![], "").await;
+    proxy.off();
+    let (code, b) = upload(&f.base, &fixture("photo.jpg"), "photo.jpg").await;
+    assert_eq!(code, 503, "{b}");
+    assert_eq!(b["error"]["code"], "unavailable", "{b}");
+    let message = b["error"]["message"].as_str().unwrap();
+    for leak in [
+        proxy.port.to_string().as_str(),
+        "127.0.0.1",
+        "dispatch",
+        "Connect",
+    ] {
+        assert!(!message.contains(leak), "{leak:?} reached the client: {b}");
+    }
+    proxy.on();
+    let (code, b) = upload(&f.base, &fixture("photo.jpg"), "photo.jpg").await;
+    assert_eq!(code, 202, "{b}");
+    let m = wait_final(&f.base, b["id"].as_str().unwrap(), Duration::from_secs(90)).await;
+    assert_eq!(m["status"], "ready", "{m}");
 }

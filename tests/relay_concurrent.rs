@@ -111,3 +111,88 @@ async fn four_relays_publish_every_outbox_row_exactly_once() {
         assert_eq!(seen.get(id), Some(&1), "job {id}");
     }
 }
+
+/// With no webhook configured, the relay's sweep records every pending announcement in one statement: media
+/// that reached `ready` or `failed` are announced at their current version, and a media still queued is not.
+async fn announcements_without_webhooks(db: DbUrl) {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::connect(&db, None).await.unwrap();
+    records.migrate().await.unwrap();
+    let new = |id: &str| mediafleet::db::NewMedia {
+        id: id.into(),
+        kind: "image".into(),
+        profile: "default".into(),
+        source_key: format!("originals/{id}"),
+        filename: None,
+        content_type: "image/jpeg".into(),
+        bytes: 1,
+        sha256: "00".into(),
+        external_id: None,
+    };
+    let ids: Vec<String> = (0..3).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for id in &ids {
+        records.insert_media(&new(id)).await.unwrap();
+    }
+    // ids[0] ends ready, ids[1] failed, ids[2] stays queued.
+    records
+        .start_processing(&ids[0], i64::MAX, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(records
+        .finish_ready(&ids[0], &serde_json::json!({}), None, None, &[])
+        .await
+        .unwrap());
+    assert!(records.fail(&ids[1], "corrupt", "bad").await.unwrap());
+    type Row = (String, String, i64, Option<String>, Option<String>);
+    let pending = |r: Vec<Row>| {
+        r.into_iter()
+            .map(|(id, ..)| id)
+            .filter(|id| ids.contains(id))
+            .collect::<Vec<_>>()
+    };
+    let before = pending(records.unannounced(100).await.unwrap());
+    assert_eq!(before.len(), 2, "ready and failed wait: {before:?}");
+    let relay = Relay {
+        records: records.clone(),
+        queue: Arc::new(
+            EmbeddedQueue::open(&dir.path().join("queue.db"), EmbeddedConfig::default())
+                .await
+                .unwrap(),
+        ),
+        store: Arc::new(LocalStore::open(&dir.path().join("objects")).unwrap()),
+        interval: Duration::from_millis(10),
+        wake: Arc::default(),
+        webhook_url: None,
+        webhooks_enabled: false,
+    };
+    relay.sweep().await;
+    assert!(
+        pending(records.unannounced(100).await.unwrap()).is_empty(),
+        "both announced"
+    );
+    assert_eq!(records.outbox_pending().await.unwrap(), 0, "no webhook job");
+    // The queued media was left alone: its announced version is still below its version.
+    let version = |id: &str| {
+        let records = records.clone();
+        let id = id.to_owned();
+        async move { records.media_primary(&id).await.unwrap().unwrap().version }
+    };
+    let queued_version = version(&ids[2]).await;
+    assert!(records
+        .announce(&ids[2], queued_version, None)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn announcements_without_webhooks_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    announcements_without_webhooks(DbUrl::default_for(dir.path())).await;
+}
+
+#[tokio::test]
+async fn announcements_without_webhooks_on_postgres() {
+    announcements_without_webhooks(DbUrl::parse("--db", &common::pg_database().await).unwrap())
+        .await;
+}

@@ -82,7 +82,7 @@ pub struct ErrorDetail {
     /// Stable code.
     #[schema(value_type = String, example = "not_found")]
     #[schema(
-        pattern = "^(bad_request|unauthorized|not_found|too_large_bytes|unsupported_media_type|idempotency_conflict|conflict|forbidden|unavailable)$"
+        pattern = "^(bad_request|unauthorized|not_found|too_large_bytes|unsupported_media_type|idempotency_conflict|conflict|forbidden|unavailable|internal)$"
     )]
     pub code: &'static str,
     /// For people; may change.
@@ -163,7 +163,24 @@ impl From<crate::storage::StoreError> for ApiError {
             crate::storage::StoreError::NotFound(k) => {
                 ApiError::not_found(format!("object {k} not found"))
             }
-            other => ApiError::unavailable(other.to_string()),
+            // The store's own words (an SDK's error chain, with the endpoint's address) go to the log, never
+            // to the client: a client learns only whether trying again can help.
+            crate::storage::StoreError::Unavailable(_) | crate::storage::StoreError::Io(_) => {
+                tracing::warn!(error = %e, "object store unavailable");
+                ApiError::unavailable("the object store is unavailable; try again later")
+            }
+            crate::storage::StoreError::Changed(_) => {
+                tracing::warn!(error = %e, "object changed while it was read");
+                ApiError::unavailable("the object changed while it was read; try again")
+            }
+            crate::storage::StoreError::InvalidKey(_) | crate::storage::StoreError::Refused(_) => {
+                tracing::error!(error = %e, "object store refused a request");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error (see the api log)",
+                )
+            }
         }
     }
 }

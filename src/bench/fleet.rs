@@ -23,7 +23,7 @@ pub struct BenchFleetArgs {
     /// Uploads per round.
     #[arg(long, default_value_t = 100)]
     uploads: usize,
-    /// Timed rounds per side (after one untimed warm-up of the fleet).
+    /// Timed rounds per side (after one untimed warm-up of the fleet); the sides take turns going first.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// Jobs at a time on the bare side; default: the worker's image concurrency (the number of cores).
@@ -91,10 +91,12 @@ pub async fn run(args: BenchFleetArgs) -> anyhow::Result<()> {
 
     let (mut fleet_t, mut bare_t) = (Vec::new(), Vec::new());
     let (mut fleet_cpu, mut bare_cpu) = (Cpu::default(), Cpu::default());
+    // The sides take turns going first (bare, fleet; fleet, bare; …). On a machine that slows down under
+    // sustained load (seen here: every round of both sides slower than the one before, by a few per cent,
+    // on disk and on tmpfs alike), a fixed order would charge the side that always runs second for it.
     for r in 0..args.rounds {
-        let before = Cpu::now(&fleet.pids());
-        let round = r.to_string();
-        bare_t.push(
+        let (round, fleet_tag) = (r.to_string(), format!("{tag}-{r}"));
+        let run_bare = || {
             bare(
                 &child,
                 &child_args,
@@ -103,13 +105,22 @@ pub async fn run(args: BenchFleetArgs) -> anyhow::Result<()> {
                 work.path(),
                 &round,
             )
-            .await?,
-        );
-        let mid = Cpu::now(&fleet.pids());
-        fleet_t.push(fleet.round(&files, &format!("{tag}-{r}")).await?);
-        let after = Cpu::now(&fleet.pids());
-        bare_cpu.add(&mid.since(&before));
-        fleet_cpu.add(&after.since(&mid));
+        };
+        let run_fleet = || fleet.round(&files, &fleet_tag);
+        let t0 = Cpu::now(&fleet.pids());
+        if r % 2 == 0 {
+            bare_t.push(run_bare().await?);
+            let t1 = Cpu::now(&fleet.pids());
+            fleet_t.push(run_fleet().await?);
+            bare_cpu.add(&t1.since(&t0));
+            fleet_cpu.add(&Cpu::now(&fleet.pids()).since(&t1));
+        } else {
+            fleet_t.push(run_fleet().await?);
+            let t1 = Cpu::now(&fleet.pids());
+            bare_t.push(run_bare().await?);
+            fleet_cpu.add(&t1.since(&t0));
+            bare_cpu.add(&Cpu::now(&fleet.pids()).since(&t1));
+        }
     }
     let described = fleet.describe().to_owned();
     fleet.stop();

@@ -182,6 +182,10 @@ impl Records {
     async fn pool(url: &DbUrl) -> Result<AnyPool, DbError> {
         let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         if let DbUrl::Sqlite(_) = url {
+            // A connection to a local file cannot go stale the way a socket can, so the ping that sqlx
+            // sends before handing out a pooled connection is a round trip to the connection's thread for
+            // nothing: about one statement's cost on every query (Postgres keeps the check).
+            opts = opts.test_before_acquire(false);
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::query("PRAGMA busy_timeout = 10000")

@@ -225,6 +225,18 @@ impl Records {
         self.update_with_job(update, job).await
     }
 
+    /// Records every pending announcement at once, with no webhook job: what [`Records::announce`] does for
+    /// each media when no webhook is configured, in one statement instead of one a media.
+    pub async fn announce_all_without_jobs(&self) -> Result<u64, DbError> {
+        Ok(sqlx::query(
+            "UPDATE media SET notified_version = version \
+             WHERE notified_version < version AND status IN ('ready', 'failed')",
+        )
+        .execute(&self.write)
+        .await?
+        .rows_affected())
+    }
+
     /// Direct uploads to expire: never completed and past their expiry, or already expired by an earlier sweep
     /// whose object removal has not finished (`deleted` with `upload_expires_at` still set). Returns
     /// (id, source_key, upload_id).

@@ -1,10 +1,10 @@
 //! Deleting the renditions a reprocess replaced, once the new ones are committed.
 //!
-//! Keys are content-derived (`…/{name}/{sha256[..16]}/{file}`), so a rendition that came out the same keeps
-//! its key and is left alone; one whose content changed, or that the new profile no longer makes, has its
-//! whole version directory removed (for `hls`: the playlists and every segment). This runs after the DB
-//! commit, so no reader is ever pointed at a deleted object by the database; a failure here only leaks
-//! objects, and is logged.
+//! Keys are content-derived (`storage::keys::rendition`), so a rendition that came out the same keeps its key
+//! and is left alone. One whose content changed, or that the new profile no longer makes, is deleted: a
+//! single file by its key, a multi-file rendition (`hls`) by its whole version directory (the playlists and
+//! every segment). This runs after the DB commit, so no reader is ever pointed at a deleted object by the
+//! database; a failure here only leaks objects, and is logged.
 
 use std::collections::HashSet;
 

@@ -133,7 +133,35 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_key;
+    use super::{keys, validate_key};
+
+    #[test]
+    fn single_files_are_flat_in_the_media_directory_and_ladders_keep_a_version_directory() {
+        let sha = "8aa8e8e3a02a49c2ffffffffffffffff";
+        assert_eq!(
+            keys::rendition("p", "m1", "thumb", sha, "thumb.webp"),
+            "p/media/m1/thumb.8aa8e8e3a02a49c2.webp"
+        );
+        assert_eq!(
+            keys::rendition("p", "m1", "peaks", sha, "peaks"),
+            "p/media/m1/peaks.8aa8e8e3a02a49c2"
+        );
+        assert_eq!(
+            keys::rendition("p", "m1", "x", sha, ".hidden"),
+            "p/media/m1/.hidden.8aa8e8e3a02a49c2"
+        );
+        let hls = keys::rendition("p", "m1", "hls", sha, "hls/master.m3u8");
+        assert_eq!(hls, "p/media/m1/hls/8aa8e8e3a02a49c2/hls/master.m3u8");
+        assert!(hls.starts_with(&keys::rendition_dir("p", "m1", "hls", sha)));
+        // Every key stays under the media's prefix, which a DELETE removes.
+        for k in [
+            &hls,
+            &keys::rendition("p", "m1", "thumb", sha, "thumb.webp"),
+        ] {
+            assert!(k.starts_with(&keys::media_prefix("p", "m1")));
+            assert!(validate_key(k).is_ok());
+        }
+    }
 
     #[test]
     fn keys_cannot_escape() {
@@ -174,13 +202,28 @@ pub mod keys {
         format!("{prefix}/media/{media_id}/")
     }
 
-    /// `{prefix}/media/{media_id}/{name}/{sha256[..16]}/{file}`.
+    /// Where a rendition is stored. A single file is `{prefix}/media/{media_id}/{stem}.{sha256[..16]}.{ext}`
+    /// (`thumb.8aa8e8e3a02a49c2.webp`): flat in the media's own directory, so the local store makes one
+    /// directory per media rather than two more per rendition (directories are most of what a local put
+    /// costs the kernel). A multi-file rendition (`hls/master.m3u8`) is
+    /// `{prefix}/media/{media_id}/{name}/{sha256[..16]}/{file}`: its playlists and segments under one
+    /// version directory ([`rendition_dir`]). Keys are stored in the rendition rows, so objects written under
+    /// an earlier layout are still found and removed through their rows.
     pub fn rendition(prefix: &str, media_id: &str, name: &str, sha256: &str, file: &str) -> String {
-        format!("{}{file}", rendition_dir(prefix, media_id, name, sha256))
+        if file.contains('/') {
+            return format!("{}{file}", rendition_dir(prefix, media_id, name, sha256));
+        }
+        let short = &sha256[..sha256.len().min(16)];
+        match file.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => {
+                format!("{prefix}/media/{media_id}/{stem}.{short}.{ext}")
+            }
+            _ => format!("{prefix}/media/{media_id}/{file}.{short}"),
+        }
     }
 
-    /// `{prefix}/media/{media_id}/{name}/{sha256[..16]}/`: every object of one version of a rendition (one
-    /// file, or a playlist with its segments), so deleting this prefix removes exactly that version.
+    /// `{prefix}/media/{media_id}/{name}/{sha256[..16]}/`: every object of one version of a multi-file
+    /// rendition (a playlist with its segments), so deleting this prefix removes exactly that version.
     pub fn rendition_dir(prefix: &str, media_id: &str, name: &str, sha256: &str) -> String {
         let short = &sha256[..sha256.len().min(16)];
         format!("{prefix}/media/{media_id}/{name}/{short}/")

@@ -135,6 +135,8 @@ impl EmbeddedQueue {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // No ping before each acquire: a local file's connection cannot go stale (`db::Records::pool`).
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(err)?;
