@@ -48,6 +48,7 @@ pub fn only_loopback() -> bool {
     let Ok(dev) = std::fs::read_to_string("/proc/self/net/dev") else {
         return false;
     };
+    // Bound first: as the tail expression, the iterator borrowing `dev` would outlive it.
     let only_lo = interfaces(&dev).all(|name| name == "lo");
     only_lo
 }

@@ -213,19 +213,25 @@ pub mod keys {
         if file.contains('/') {
             return format!("{}{file}", rendition_dir(prefix, media_id, name, sha256));
         }
-        let short = &sha256[..sha256.len().min(16)];
+        let (dir, short) = (media_prefix(prefix, media_id), short(sha256));
         match file.rsplit_once('.') {
-            Some((stem, ext)) if !stem.is_empty() => {
-                format!("{prefix}/media/{media_id}/{stem}.{short}.{ext}")
-            }
-            _ => format!("{prefix}/media/{media_id}/{file}.{short}"),
+            Some((stem, ext)) if !stem.is_empty() => format!("{dir}{stem}.{short}.{ext}"),
+            _ => format!("{dir}{file}.{short}"),
         }
+    }
+
+    /// The first 16 hex digits of a content hash: the version part of a rendition's key.
+    fn short(sha256: &str) -> &str {
+        &sha256[..sha256.len().min(16)]
     }
 
     /// `{prefix}/media/{media_id}/{name}/{sha256[..16]}/`: every object of one version of a multi-file
     /// rendition (a playlist with its segments), so deleting this prefix removes exactly that version.
     pub fn rendition_dir(prefix: &str, media_id: &str, name: &str, sha256: &str) -> String {
-        let short = &sha256[..sha256.len().min(16)];
-        format!("{prefix}/media/{media_id}/{name}/{short}/")
+        format!(
+            "{}{name}/{}/",
+            media_prefix(prefix, media_id),
+            short(sha256)
+        )
     }
 }
